@@ -170,7 +170,7 @@ pub fn download_verified(file: &RemoteFile, dest: &Path, progress: &dyn Progress
 fn download_to(file: &RemoteFile, part: &Path, progress: &dyn Progress) -> Result<String> {
     let fail = |message: String| DataError::Download { url: file.url.clone(), message };
     let agent = ureq::AgentBuilder::new().timeout_connect(Duration::from_secs(30)).timeout_read(Duration::from_secs(60)).build();
-    let response = agent.get(&file.url).call().map_err(|e| fail(e.to_string()))?;
+    let response = agent.get(&file.url).call().map_err(|e| fail(describe_http_error(e)))?;
     let expected_len: Option<u64> = response.header("Content-Length").and_then(|v| v.parse().ok());
     progress.start(&format!("downloading {}", file.file_name()), expected_len.unwrap_or(0));
     let mut reader = response.into_reader();
@@ -194,6 +194,17 @@ fn download_to(file: &RemoteFile, part: &Path, progress: &dyn Progress) -> Resul
     }
     out.sync_all().map_err(|e| DataError::io(part, e))?;
     Ok(hex(&hasher.finalize()))
+}
+
+/// The reason of a failed request, without repeating the URL the error already names.
+fn describe_http_error(error: ureq::Error) -> String {
+    match error {
+        ureq::Error::Status(code, _) => format!("server answered HTTP {code}"),
+        ureq::Error::Transport(t) => {
+            let cause = std::error::Error::source(&t).map(|s| format!(" ({s})")).unwrap_or_default();
+            format!("{}: {}{cause}", t.kind(), t.message().unwrap_or("request failed"))
+        }
+    }
 }
 
 /// Extracts `archive` and moves its `folder` into `dir` in one rename.

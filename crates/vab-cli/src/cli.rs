@@ -1,0 +1,94 @@
+//! Command-line grammar of `vab` (clap derive); each command's behaviour lives in `commands`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// vab: train clean image classifiers on poisoned data (V&B, ICCV 2023), with real dataset
+/// loaders, a reproducible attack suite and evaluation.
+#[derive(Parser, Debug)]
+#[command(name = "vab", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Inspect, preview and download datasets.
+    #[command(subcommand)]
+    Data(DataCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DataCommand {
+    /// Print splits, class names and counts, image shape and per-channel mean/std.
+    Info {
+        #[command(flatten)]
+        source: SourceArgs,
+    },
+    /// Write a labelled grid of sample images (a few per class) as a PNG.
+    Preview {
+        #[command(flatten)]
+        source: SourceArgs,
+        /// Output PNG file.
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Which split to show.
+        #[arg(long, value_enum, default_value_t = Split::Train)]
+        split: Split,
+        /// Images per class (one row per class).
+        #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=64))]
+        per_class: u32,
+        /// Show at most this many classes (the first ones).
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        max_classes: u32,
+        /// Magnification of each image (1 = original pixels).
+        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=16))]
+        scale: u32,
+    },
+    /// Write a dataset as a clean vab bundle (.safetensors; no sample poisoned).
+    Bundle {
+        #[command(flatten)]
+        source: SourceArgs,
+        /// Output bundle file.
+        #[arg(short, long)]
+        output: PathBuf,
+    },
+    /// Download a dataset from its official URL, verify its SHA-256 and unpack it.
+    Fetch {
+        /// Dataset to download.
+        #[arg(value_parser = clap::builder::PossibleValuesParser::new(vab_data::fetch::DATASETS))]
+        name: String,
+        /// Directory to download into.
+        #[arg(long, default_value = "data")]
+        dir: PathBuf,
+        /// Fetch the same files from this base URL instead (a mirror); checksums still apply.
+        #[arg(long, value_name = "URL")]
+        mirror: Option<String>,
+    },
+}
+
+/// Where to read a dataset from, and how.
+#[derive(Args, Debug)]
+pub struct SourceArgs {
+    /// Dataset: a CIFAR binary folder, an MNIST-style IDX folder, an image folder
+    /// (train/<class>/*.jpg, test/<class>/*.jpg) or a .tar/.tar.gz/.tar.xz of one, or a vab bundle.
+    pub path: PathBuf,
+    /// Resize every image to S×S pixels (image folders and archives only).
+    #[arg(long, value_name = "S", value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub resize: Option<u32>,
+    /// Directory of the decoded-image cache [default: $VAB_CACHE_DIR, $XDG_CACHE_HOME/vab or ~/.cache/vab].
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Neither read nor write the decoded-image cache.
+    #[arg(long)]
+    pub no_cache: bool,
+}
+
+/// A dataset split.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Split {
+    Train,
+    Test,
+}
