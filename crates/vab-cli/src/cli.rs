@@ -7,7 +7,7 @@ use clap::{Args, Parser, Subcommand};
 /// vab: train clean image classifiers on poisoned data (V&B, ICCV 2023), with real dataset
 /// loaders, a reproducible attack suite and evaluation.
 #[derive(Parser, Debug)]
-#[command(name = "vab", version, about, long_about = None, propagate_version = true)]
+#[command(name = "vab", version, propagate_version = true)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
