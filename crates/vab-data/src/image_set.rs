@@ -98,6 +98,11 @@ impl ImageSet {
         &mut self.pixels[i * n..(i + 1) * n]
     }
 
+    /// All pixels, mutable (attacks trigger images in parallel through this).
+    pub fn pixels_mut(&mut self) -> &mut [u8] {
+        &mut self.pixels
+    }
+
     /// Mutable labels (attacks relabel through this).
     pub fn labels_mut(&mut self) -> &mut [u16] {
         &mut self.labels
