@@ -44,6 +44,15 @@ impl std::str::FromStr for RateConvention {
     }
 }
 
+impl std::fmt::Display for RateConvention {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            RateConvention::OfDataset => "of_dataset",
+            RateConvention::OfTargetClass => "of_target_class",
+        })
+    }
+}
+
 /// ⌊rate·base⌋, robust to the rounding of products like 0.1·50000.
 pub fn floor_count(rate: f64, base: usize) -> usize {
     (rate * base as f64 + 1e-9).floor() as usize

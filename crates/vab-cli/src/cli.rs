@@ -18,6 +18,50 @@ pub enum Command {
     /// Inspect, preview and download datasets.
     #[command(subcommand)]
     Data(DataCommand),
+    /// Poison a dataset with a backdoor attack and write the result as a bundle.
+    Poison(PoisonArgs),
+}
+
+/// `vab poison`: the attack, its parameters and the poisoning request.
+#[derive(Args, Debug)]
+pub struct PoisonArgs {
+    /// Clean dataset (any format `vab data info` reads).
+    #[arg(long, value_name = "PATH")]
+    pub data: PathBuf,
+    #[command(flatten)]
+    pub load: LoadArgs,
+    /// Attack name.
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(vab_attacks::ATTACKS))]
+    pub attack: String,
+    /// TOML file of attack parameters (flat `key = value` lines; see README, "Attacks").
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Override one attack parameter, e.g. `--set preset=white-3x3-br --set alpha=0.2`
+    /// (values are TOML: numbers, true/false, quoted or bare strings).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// Poisoning rate, in [0, 1].
+    #[arg(long, default_value_t = 0.1)]
+    pub rate: f64,
+    /// What the rate is a fraction of: of_dataset or of_target_class
+    /// [default: of_dataset for poison-label attacks, of_target_class for clean-label ones].
+    #[arg(long, value_name = "CONVENTION")]
+    pub rate_convention: Option<vab_attacks::select::RateConvention>,
+    /// Target class (label index).
+    #[arg(long, default_value_t = 0)]
+    pub target: u16,
+    /// all_to_one (poisoned samples get the target label) or all_to_all (y → y+1 mod K).
+    #[arg(long, default_value = "all_to_one", value_name = "RULE")]
+    pub label_rule: vab_attacks::poison::LabelRule,
+    /// Seed of every random choice (indices, warping field, noise).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Output bundle (.safetensors).
+    #[arg(short, long, value_name = "BUNDLE")]
+    pub output: PathBuf,
+    /// Also write a PNG of clean/poisoned pairs and their magnified difference.
+    #[arg(long, value_name = "PNG")]
+    pub preview: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -75,6 +119,13 @@ pub struct SourceArgs {
     /// Dataset: a CIFAR binary folder, an MNIST-style IDX folder, an image folder
     /// (train/<class>/*.jpg, test/<class>/*.jpg) or a .tar/.tar.gz/.tar.xz of one, or a vab bundle.
     pub path: PathBuf,
+    #[command(flatten)]
+    pub load: LoadArgs,
+}
+
+/// How to load a dataset.
+#[derive(Args, Debug)]
+pub struct LoadArgs {
     /// Resize every image to S×S pixels (image folders and archives only).
     #[arg(long, value_name = "S", value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub resize: Option<u32>,

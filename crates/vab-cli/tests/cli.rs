@@ -11,13 +11,15 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-/// Asserts a clean failure: non-zero exit, one `error:` line naming `needle`, no panic.
+/// Asserts a clean failure: non-zero exit, stderr ending in one `error:` line naming `needle`
+/// (progress lines may come before it), no panic.
 fn assert_clean_error(out: &Output, needle: &str) {
     let stderr = text(&out.stderr);
     assert!(!out.status.success(), "expected failure, stderr: {stderr}");
-    assert!(stderr.starts_with("error: ") && stderr.contains(needle), "{stderr}");
+    let last = stderr.trim_end().lines().last().unwrap_or_default();
+    assert!(last.starts_with("error: ") && last.contains(needle), "{stderr}");
+    assert_eq!(stderr.matches("error:").count(), 1, "{stderr}");
     assert!(!stderr.contains("panicked") && !stderr.contains("backtrace"), "{stderr}");
-    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
 }
 
 /// A complete CIFAR-10 binary folder with `per_batch` records per batch file.
@@ -153,4 +155,106 @@ fn real_fashion_mnist_loads_when_installed() {
     let stdout = text(&out.stdout);
     assert!(stdout.contains("splits: train 60000 images, test 10000 images"), "{stdout}");
     assert!(stdout.contains("image shape: 1×28×28") && stdout.contains("Ankle boot"), "{stdout}");
+}
+
+fn poison_args<'a>(data: &'a str, out: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["poison", "--data", data, "-o", out];
+    args.extend_from_slice(extra);
+    args
+}
+
+#[test]
+fn poison_writes_a_bundle_that_info_reads_and_is_reproducible() {
+    let tmp = tempfile::tempdir().unwrap();
+    tiny_cifar10(tmp.path(), 20);
+    let data = tmp.path().to_str().unwrap();
+    let (a, b, c) = (tmp.path().join("a.safetensors"), tmp.path().join("b.safetensors"), tmp.path().join("c.safetensors"));
+    let run = |out: &Path, seed: &str| {
+        let out = vab(&poison_args(data, out.to_str().unwrap(), &["--attack", "badnets", "--rate", "0.2", "--seed", seed]), tmp.path());
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    let stdout = run(&a, "1");
+    assert!(stdout.contains("poisoned 20 of 100 training samples (rate 0.2 of_dataset"), "{stdout}");
+    assert!(stdout.contains("triggered test images: 18"), "{stdout}");
+    run(&b, "1");
+    run(&c, "2");
+    let bytes = |p: &Path| std::fs::read(p).unwrap();
+    assert_eq!(bytes(&a), bytes(&b), "same seed must give identical bytes");
+    let (ba, bc) = (vab_data::Bundle::read(&a).unwrap(), vab_data::Bundle::read(&c).unwrap());
+    assert_ne!(ba.train_poisoned, bc.train_poisoned, "another seed must pick other indices");
+    let info = text(&vab(&["data", "info", a.to_str().unwrap()], tmp.path()).stdout);
+    assert!(info.contains("poisoned training samples: 20"), "{info}");
+}
+
+#[test]
+fn poison_rejects_bad_requests_cleanly() {
+    let tmp = tempfile::tempdir().unwrap();
+    tiny_cifar10(tmp.path(), 20);
+    let data = tmp.path().to_str().unwrap();
+    let out = tmp.path().join("x.safetensors");
+    let out = out.to_str().unwrap();
+    let cases: [(&[&str], &str); 6] = [
+        (&["--attack", "badnets", "--rate", "1.5"], "rate must be in [0, 1], got 1.5"),
+        (&["--attack", "badnets", "--target", "10"], "target 10 is out of range"),
+        (&["--attack", "blend", "--set", "trigger_file=/nonexistent/t.png"], "/nonexistent/t.png: cannot read trigger image"),
+        (&["--attack", "badnets", "--set", "row=31"], "does not fit a 32×32 image"),
+        (&["--attack", "sig", "--set", "delta=oops"], "sig: bad parameters"),
+        (&["--attack", "badnets", "--set", "colour=1"], "unknown field `colour`"),
+    ];
+    for (extra, needle) in cases {
+        assert_clean_error(&vab(&poison_args(data, out, extra), tmp.path()), needle);
+    }
+    assert!(!Path::new(out).exists(), "no bundle may be written on error");
+}
+
+#[test]
+fn clean_label_attack_on_an_empty_target_class_fails_cleanly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tiny_cifar10(tmp.path(), 20);
+    // Rewrite the batches so that no training sample has label 9.
+    for i in 1..=5 {
+        let path = dir.join(format!("data_batch_{i}.bin"));
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes.chunks_exact_mut(3073).for_each(|rec| rec[0] %= 9);
+        std::fs::write(&path, bytes).unwrap();
+    }
+    let out = tmp.path().join("x.safetensors");
+    let args = poison_args(tmp.path().to_str().unwrap(), out.to_str().unwrap(), &["--attack", "sig", "--target", "9"]);
+    assert_clean_error(&vab(&args, tmp.path()), "target class 9 has no training samples");
+}
+
+#[test]
+fn real_cifar10_badnets_and_sig_bundles_match_the_acceptance_figures() {
+    let archive = Path::new(env!("CARGO_MANIFEST_DIR")).join(CIFAR10_JPG);
+    if !archive.is_file() {
+        eprintln!("skipping: {} is absent", archive.display());
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let data = archive.to_str().unwrap();
+    let badnets = tmp.path().join("b.safetensors");
+    let out = vab(&poison_args(data, badnets.to_str().unwrap(), &["--attack", "badnets", "--rate", "0.1", "--target", "0", "--seed", "1"]), tmp.path());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let b = vab_data::Bundle::read(&badnets).unwrap();
+    let flagged: Vec<usize> = (0..b.train.len()).filter(|&i| b.train_poisoned[i]).collect();
+    assert_eq!(flagged.len(), 5000);
+    assert!(flagged.iter().all(|&i| b.train.labels()[i] == 0));
+    let colors = [((4, 4), [180, 249, 112]), ((4, 5), [155, 50, 126]), ((5, 4), [234, 82, 68]), ((5, 5), [187, 201, 219])];
+    for &i in flagged.iter().step_by(97) {
+        for ((r, c), rgb) in colors {
+            let px: Vec<u8> = (0..3).map(|ch| b.train.image(i)[ch * 1024 + r * 32 + c]).collect();
+            assert_eq!(px, rgb, "sample {i} pixel ({r},{c})");
+        }
+    }
+    assert_eq!(b.test_triggered.len(), 9000);
+
+    let sig = tmp.path().join("s.safetensors");
+    let out = vab(&poison_args(data, sig.to_str().unwrap(), &["--attack", "sig", "--rate", "0.1", "--target", "0", "--seed", "1"]), tmp.path());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let s = vab_data::Bundle::read(&sig).unwrap();
+    let flagged: Vec<usize> = (0..s.train.len()).filter(|&i| s.train_poisoned[i]).collect();
+    assert_eq!(flagged.len(), 500);
+    assert!(flagged.iter().all(|&i| s.train_true_labels[i] == 0 && s.train.labels()[i] == 0));
+    assert_eq!(s.train.labels(), &s.train_true_labels[..]);
 }

@@ -1,9 +1,7 @@
 //! `vab data info | preview | fetch`.
 
-use std::time::Instant;
-
 use anyhow::Context;
-use vab_data::{bundle::Bundle, CacheOutcome, Dataset, LoadOptions, SourceKind};
+use vab_data::{bundle::Bundle, Dataset, SourceKind};
 
 use crate::cli::{DataCommand, SourceArgs, Split};
 use crate::grid::{Canvas, GLYPH};
@@ -40,22 +38,8 @@ pub fn run(command: DataCommand) -> anyhow::Result<()> {
     }
 }
 
-fn options(source: &SourceArgs) -> LoadOptions {
-    LoadOptions { resize: source.resize, cache_dir: source.cache_dir.clone(), no_cache: source.no_cache }
-}
-
-/// Loads a dataset, telling the user where it came from and how long it took.
 fn load(source: &SourceArgs) -> anyhow::Result<Dataset> {
-    let start = Instant::now();
-    let loaded = vab_data::load(&source.path, &options(source), &Bar::new())?;
-    let cache = match &loaded.cache {
-        CacheOutcome::NotUsed => String::new(),
-        CacheOutcome::Hit(p) => format!(" from cache {}", p.display()),
-        CacheOutcome::Written(p) => format!("; decoded images cached in {}", p.display()),
-        CacheOutcome::WriteFailed(why) => format!("; cache not written ({why})"),
-    };
-    eprintln!("loaded {} in {:.2} s{cache}", source.path.display(), start.elapsed().as_secs_f64());
-    Ok(loaded.dataset)
+    super::load_dataset(&source.path, &source.load)
 }
 
 fn info(source: &SourceArgs) -> anyhow::Result<()> {

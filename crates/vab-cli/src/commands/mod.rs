@@ -1,12 +1,35 @@
-//! One module per top-level command.
+//! One module per top-level command, plus the dataset loading they share.
 
 mod data;
+mod poison;
 
-use crate::cli::{Cli, Command};
+use std::path::Path;
+use std::time::Instant;
+
+use vab_data::{CacheOutcome, Dataset, LoadOptions};
+
+use crate::cli::{Cli, Command, LoadArgs};
+use crate::progress::Bar;
 
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Data(command) => data::run(command),
+        Command::Poison(args) => poison::run(&args),
     }
+}
+
+/// Loads a dataset, telling the user where it came from and how long it took.
+pub fn load_dataset(path: &Path, args: &LoadArgs) -> anyhow::Result<Dataset> {
+    let start = Instant::now();
+    let options = LoadOptions { resize: args.resize, cache_dir: args.cache_dir.clone(), no_cache: args.no_cache };
+    let loaded = vab_data::load(path, &options, &Bar::new())?;
+    let cache = match &loaded.cache {
+        CacheOutcome::NotUsed => String::new(),
+        CacheOutcome::Hit(p) => format!(" from cache {}", p.display()),
+        CacheOutcome::Written(p) => format!("; decoded images cached in {}", p.display()),
+        CacheOutcome::WriteFailed(why) => format!("; cache not written ({why})"),
+    };
+    eprintln!("loaded {} in {:.2} s{cache}", path.display(), start.elapsed().as_secs_f64());
+    Ok(loaded.dataset)
 }

@@ -1,0 +1,138 @@
+//! `vab poison`: dataset + attack configuration → bundle (+ optional preview).
+
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use vab_attacks::poison::{poison, AttackRecord, LabelRule, PoisonSpec};
+use vab_data::{Bundle, Dataset};
+
+use crate::cli::PoisonArgs;
+use crate::grid::{Canvas, GLYPH};
+
+pub fn run(args: &PoisonArgs) -> anyhow::Result<()> {
+    let params = attack_params(args.config.as_deref(), &args.set)?;
+    let dataset = super::load_dataset(&args.data, &args.load)?;
+    let start = Instant::now();
+    let attack = vab_attacks::build(&args.attack, &params, dataset.shape(), args.seed)?;
+    let spec = PoisonSpec {
+        rate: args.rate,
+        convention: args.rate_convention,
+        label_rule: args.label_rule,
+        target: args.target,
+        seed: args.seed,
+    };
+    let (bundle, record) = poison(&dataset, &args.data.display().to_string(), attack.as_ref(), &spec)?;
+    bundle.write(&args.output)?;
+    print!("{}", summary(&record, &dataset, &bundle));
+    println!("wrote {} in {:.2} s", args.output.display(), start.elapsed().as_secs_f64());
+    if let Some(png) = &args.preview {
+        preview(&dataset, &bundle, png)?;
+        println!("wrote preview {}", png.display());
+    }
+    Ok(())
+}
+
+/// Parameters from the config file, then each `--set`, as one JSON object.
+fn attack_params(config: Option<&Path>, sets: &[String]) -> anyhow::Result<serde_json::Value> {
+    let mut table = match config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read config", path.display()))?;
+            toml::from_str::<toml::Table>(&text).with_context(|| format!("{}: not a valid TOML table", path.display()))?
+        }
+        None => toml::Table::new(),
+    };
+    for set in sets {
+        let Some((key, value)) = set.split_once('=') else {
+            bail!("--set {set}: expected KEY=VALUE");
+        };
+        let value = toml::from_str::<toml::Table>(&format!("v = {value}"))
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or_else(|| toml::Value::String(value.to_string()));
+        table.insert(key.trim().to_string(), value);
+    }
+    Ok(serde_json::to_value(table)?)
+}
+
+fn summary(record: &AttackRecord, dataset: &Dataset, bundle: &Bundle) -> String {
+    let n = dataset.train.len();
+    let relabel = match record.label_rule {
+        LabelRule::AllToOne => format!("label {} ({})", record.target, dataset.class_names[record.target as usize]),
+        LabelRule::AllToAll => "the next class (y+1 mod K)".into(),
+    };
+    let params = serde_json::to_string(&record.params).expect("json");
+    let mut out = format!("{} {params}\n", record.name);
+    out += &format!(
+        "poisoned {} of {n} training samples (rate {} {}, rounded down); {} relabelled to {relabel}\n",
+        record.poisoned, record.rate, record.rate_convention, record.relabelled
+    );
+    if record.cross > 0 {
+        out += &format!("cross (noise) samples, labels kept: {}\n", record.cross);
+    }
+    let which = match record.label_rule {
+        LabelRule::AllToOne => format!("every test image whose true label is not {}", record.target),
+        LabelRule::AllToAll => "every test image".into(),
+    };
+    out += &format!("triggered test images: {} ({which})\n", bundle.test_triggered.len());
+    out
+}
+
+/// Rows of clean | poisoned | |difference| (scaled so the largest change is white) for eight
+/// poisoned training samples spread over the set, so a person can see the trigger.
+fn preview(dataset: &Dataset, bundle: &Bundle, output: &Path) -> anyhow::Result<()> {
+    let shape = dataset.shape();
+    let poisoned: Vec<usize> = (0..bundle.train.len()).filter(|&i| bundle.train_poisoned[i]).collect();
+    let step = (poisoned.len() / 8).max(1);
+    let rows: Vec<usize> = poisoned.iter().step_by(step).take(8).copied().collect();
+    let scale = (128 / shape.height.max(shape.width)).max(1);
+    let (cell_w, cell_h) = (shape.width * scale + 8, shape.height * scale + 8);
+    let left = 14 * GLYPH;
+    let top = 2 * GLYPH;
+    let mut canvas = Canvas::new(left + 3 * cell_w, top + rows.len().max(1) * cell_h);
+    let diffs: Vec<Vec<u8>> = rows
+        .iter()
+        .map(|&i| dataset.train.image(i).iter().zip(bundle.train.image(i)).map(|(a, b)| a.abs_diff(*b)).collect())
+        .collect();
+    let max_diff = diffs.iter().flatten().copied().max().unwrap_or(0).max(1);
+    for (col, title) in ["clean", "poisoned", &format!("diff x{:.1}", 255.0 / max_diff as f64)].iter().enumerate() {
+        canvas.text(title, left + col * cell_w, GLYPH / 2);
+    }
+    for (row, (&i, diff)) in rows.iter().zip(&diffs).enumerate() {
+        let y = top + row * cell_h;
+        let names = &dataset.class_names;
+        let (from, to) = (bundle.train_true_labels[i] as usize, bundle.train.labels()[i] as usize);
+        canvas.text(&format!("#{i}"), 2, y + 4);
+        canvas.text(&format!("{}>{}", trim(&names[from]), trim(&names[to])), 2, y + 4 + GLYPH + 2);
+        let magnified: Vec<u8> = diff.iter().map(|&d| (d as u32 * 255 / max_diff as u32) as u8).collect();
+        for (col, image) in [dataset.train.image(i), bundle.train.image(i), &magnified].iter().enumerate() {
+            canvas.paste(image, shape, left + col * cell_w, y + 4, scale);
+        }
+    }
+    canvas.save(output)
+}
+
+fn trim(name: &str) -> String {
+    name.chars().take(6).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn set_values_parse_as_toml_and_fall_back_to_strings() {
+        let params = attack_params(None, &["alpha=0.2".into(), "preset=white-3x3-br".into(), "compat_uint8_wrap=true".into(), "k=4".into()]).unwrap();
+        assert_eq!(params, serde_json::json!({"alpha": 0.2, "preset": "white-3x3-br", "compat_uint8_wrap": true, "k": 4}));
+        assert!(attack_params(None, &["novalue".into()]).unwrap_err().to_string().contains("expected KEY=VALUE"));
+    }
+
+    #[test]
+    fn set_overrides_the_config_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.toml");
+        std::fs::write(&path, "alpha = 0.3\ntrigger_file = \"t.png\"\n").unwrap();
+        let params = attack_params(Some(&path), &["alpha=0.5".into()]).unwrap();
+        assert_eq!(params, serde_json::json!({"alpha": 0.5, "trigger_file": "t.png"}));
+    }
+}
