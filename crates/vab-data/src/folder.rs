@@ -129,7 +129,7 @@ fn list_archive(path: &Path, progress: &dyn Progress) -> Result<Listing> {
     let counted = CountingReader { inner: std::io::BufReader::new(file), progress };
     let name = path.to_string_lossy().to_lowercase();
     let reader: Box<dyn Read + '_> = if name.ends_with(".xz") || name.ends_with(".txz") {
-        Box::new(xz2::read::XzDecoder::new(counted))
+        Box::new(liblzma::read::XzDecoder::new(counted))
     } else if name.ends_with(".gz") || name.ends_with(".tgz") {
         Box::new(flate2::read::GzDecoder::new(counted))
     } else {

@@ -1,0 +1,137 @@
+//! Training configuration, read from TOML presets (`configs/*.toml`). Unknown keys are errors,
+//! so a typo never silently falls back to a default.
+
+use serde::{Deserialize, Serialize};
+
+use crate::engine::schedule::Schedule;
+use crate::models::Arch;
+
+/// A whole training configuration.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    pub model: ModelConfig,
+    pub train: TrainParams,
+    #[serde(default)]
+    pub data: DataParams,
+}
+
+/// Which network.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    pub arch: Arch,
+}
+
+/// Optimisation of the trained network.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainParams {
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub lr: f64,
+    pub optimizer: OptimizerConfig,
+    pub schedule: Schedule,
+    /// Random crop (padding 4) + horizontal flip.
+    #[serde(default = "yes")]
+    pub augment: bool,
+    /// Seed of initialisation, batch order and augmentation.
+    #[serde(default)]
+    pub seed: u64,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Optimiser and its hyper-parameters.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum OptimizerConfig {
+    /// SGD with momentum (PyTorch semantics: no dampening, L2 weight decay on every parameter).
+    Sgd { momentum: f64, weight_decay: f64, #[serde(default)] nesterov: bool },
+    /// Adam (PyTorch defaults: betas 0.9/0.999, eps 1e-8; L2 weight decay).
+    Adam { weight_decay: f64 },
+}
+
+/// What part of the data to use, and evaluation batching.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataParams {
+    /// Train on a seeded uniform random subset of this many training samples (all when absent).
+    /// Uniform, not class-balanced: balancing by the (poisoned) labels would change the
+    /// poisoning rate, and balancing by true labels would use ground truth.
+    #[serde(default)]
+    pub train_subset: Option<usize>,
+    #[serde(default = "eval_batch")]
+    pub eval_batch_size: usize,
+}
+
+fn eval_batch() -> usize {
+    500
+}
+
+impl Default for DataParams {
+    fn default() -> Self {
+        Self { train_subset: None, eval_batch_size: eval_batch() }
+    }
+}
+
+impl TrainConfig {
+    /// Parses a TOML configuration; the error names the offending key.
+    pub fn from_toml(text: &str) -> Result<Self, String> {
+        let config: Self = toml::from_str(text).map_err(|e| e.to_string())?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        let t = &self.train;
+        if t.epochs == 0 || t.batch_size == 0 || self.data.eval_batch_size == 0 {
+            return Err("train.epochs, train.batch_size and data.eval_batch_size must be positive".into());
+        }
+        if !(t.lr.is_finite() && t.lr > 0.0) {
+            return Err(format!("train.lr must be a positive number, got {}", t.lr));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PRESET: &str = r#"
+[model]
+arch = "resnet18"
+[train]
+epochs = 200
+batch_size = 128
+lr = 0.1
+[train.optimizer]
+kind = "sgd"
+momentum = 0.9
+weight_decay = 5e-4
+[train.schedule]
+kind = "multistep"
+milestones = [100, 150]
+gamma = 0.1
+"#;
+
+    #[test]
+    fn parses_a_preset_with_defaults() {
+        let c = TrainConfig::from_toml(PRESET).unwrap();
+        assert_eq!(c.model.arch, Arch::Resnet18);
+        assert!(c.train.augment);
+        assert_eq!(c.data.eval_batch_size, 500);
+        assert_eq!(c.train.optimizer, OptimizerConfig::Sgd { momentum: 0.9, weight_decay: 5e-4, nesterov: false });
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_errors() {
+        let err = TrainConfig::from_toml(&PRESET.replace("epochs = 200", "epoch = 200")).unwrap_err();
+        assert!(err.contains("unknown field `epoch`"), "{err}");
+        let err = TrainConfig::from_toml(&PRESET.replace("lr = 0.1", "lr = -1.0")).unwrap_err();
+        assert!(err.contains("train.lr must be a positive number"), "{err}");
+    }
+}

@@ -1,0 +1,111 @@
+//! Evaluation (method.md §1): BA on the clean test set, ASR and RA on the triggered non-target
+//! test set, and per-class accuracy. Runs the network in inference form (no autodiff, batch
+//! norm in eval mode).
+
+use burn::tensor::{Device, Tensor, TensorData};
+use serde::{Deserialize, Serialize};
+use vab_attacks::poison::LabelRule;
+use vab_data::ImageSet;
+
+use super::batches::{plain_batches, Normalization};
+use crate::data::EvalSets;
+use crate::models::Network;
+
+/// Test metrics, in percent (0-100).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Metrics {
+    /// Benign accuracy.
+    pub ba: f64,
+    /// Attack success rate (`None` for a clean bundle).
+    pub asr: Option<f64>,
+    /// Robust accuracy: triggered images classified as their true label.
+    pub ra: Option<f64>,
+    /// Accuracy per class on the clean test set.
+    pub per_class: Vec<f64>,
+}
+
+/// Softmax-free predictions (argmax of the logits) of `model` for every image of `set`.
+/// `model` must be in inference form (`Module::valid`).
+pub fn predict(model: &Network, set: &ImageSet, norm: &Normalization, batch_size: usize, device: &Device) -> Vec<u16> {
+    let indices: Vec<usize> = (0..set.len()).collect();
+    let mut predictions = Vec::with_capacity(set.len());
+    for batch in plain_batches(set, &indices, batch_size, norm) {
+        let x: Tensor<4> = Tensor::from_data(TensorData::new(batch.images, batch.shape), device);
+        let argmax = model.forward(x).argmax(1).into_data();
+        predictions.extend(argmax.iter::<i64>().map(|p| p as u16));
+    }
+    predictions
+}
+
+fn percent(hits: usize, total: usize) -> f64 {
+    if total == 0 { 0.0 } else { 100.0 * hits as f64 / total as f64 }
+}
+
+/// Scores predictions: BA and per-class accuracy from `clean`, ASR and RA from `triggered`.
+pub fn score(evals: &EvalSets, clean: &[u16], triggered: &[u16]) -> Metrics {
+    let labels = evals.test.labels();
+    let correct = clean.iter().zip(labels).filter(|(p, l)| p == l).count();
+    let per_class = (0..evals.num_classes)
+        .map(|k| {
+            let members: Vec<usize> = (0..labels.len()).filter(|&i| labels[i] as usize == k).collect();
+            percent(members.iter().filter(|&&i| clean[i] == labels[i]).count(), members.len())
+        })
+        .collect();
+    let (asr, ra) = match evals.attack {
+        Some((rule, target)) if !evals.triggered.is_empty() => {
+            let truth = evals.triggered.labels();
+            let success = |i: usize| match rule {
+                LabelRule::AllToOne => triggered[i] == target,
+                LabelRule::AllToAll => triggered[i] as usize == (truth[i] as usize + 1) % evals.num_classes,
+            };
+            let n = truth.len();
+            (Some(percent((0..n).filter(|&i| success(i)).count(), n)), Some(percent((0..n).filter(|&i| triggered[i] == truth[i]).count(), n)))
+        }
+        _ => (None, None),
+    };
+    Metrics { ba: percent(correct, labels.len()), asr, ra, per_class }
+}
+
+/// Evaluates `model` (inference form) on every test set.
+pub fn evaluate(model: &Network, evals: &EvalSets, norm: &Normalization, batch_size: usize, device: &Device) -> Metrics {
+    let clean = predict(model, &evals.test, norm, batch_size, device);
+    let triggered = predict(model, &evals.triggered, norm, batch_size, device);
+    score(evals, &clean, &triggered)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use vab_data::ImageShape;
+
+    fn evals(rule: LabelRule) -> EvalSets {
+        let shape = ImageShape { channels: 1, height: 1, width: 1 };
+        let set = |labels: Vec<u16>| Arc::new(ImageSet::new(shape, vec![0; labels.len()], labels).unwrap());
+        EvalSets { test: set(vec![0, 1, 2, 2]), triggered: set(vec![1, 2, 2]), attack: Some((rule, 0)), num_classes: 3 }
+    }
+
+    #[test]
+    fn scores_match_hand_counts() {
+        let m = score(&evals(LabelRule::AllToOne), &[0, 1, 0, 2], &[0, 2, 0]);
+        assert_eq!(m.ba, 75.0);
+        assert_eq!(m.per_class, vec![100.0, 100.0, 50.0]);
+        assert!((m.asr.unwrap() - 200.0 / 3.0).abs() < 1e-9);
+        assert!((m.ra.unwrap() - 100.0 / 3.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn all_to_all_success_is_the_next_class() {
+        let m = score(&evals(LabelRule::AllToAll), &[0, 1, 2, 2], &[2, 0, 0]);
+        assert!((m.asr.unwrap() - 100.0).abs() < 1e-9);
+        assert_eq!(m.ra, Some(0.0));
+    }
+
+    #[test]
+    fn clean_bundle_has_no_asr() {
+        let mut e = evals(LabelRule::AllToOne);
+        e.attack = None;
+        let m = score(&e, &[0, 1, 2, 2], &[]);
+        assert_eq!((m.asr, m.ra, m.ba), (None, None, 100.0));
+    }
+}

@@ -1,0 +1,12 @@
+//! The training engine: batches, loss, optimisers, schedules, evaluation, checkpoints and the
+//! no-defense run.
+
+pub mod batches;
+pub mod checkpoint;
+pub mod eval;
+pub mod loss;
+pub mod optim;
+pub mod progress;
+pub mod run;
+pub mod schedule;
+pub mod step;

@@ -1,0 +1,187 @@
+//! The no-defense baseline run: train one network on the bundle's training set as labelled,
+//! evaluate after every epoch, checkpoint atomically, resume, export.
+//!
+//! Run directory: `config.toml` (resolved), `metrics.jsonl` (one line per epoch),
+//! `summary.json` (final BA/ASR/RA in percent, wall time, throughput), `checkpoint/`,
+//! `model.safetensors` (PyTorch-style parameter names).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use burn::module::Module;
+use burn::store::{BurnToPyTorchAdapter, ModuleSnapshot, SafetensorsStore};
+use burn::tensor::Device;
+use rand::seq::index;
+use rand::SeedableRng;
+use serde::{Deserialize, Serialize};
+
+use super::batches::{epoch_batches, Augment, Normalization};
+use super::checkpoint::{self, CheckpointState};
+use super::eval::{evaluate, Metrics};
+use super::optim;
+use super::progress::TrainProgress;
+use super::step::train_step;
+use crate::config::TrainConfig;
+use crate::data::{EvalSets, TrainingSet};
+use crate::error::{CoreError, Result};
+use crate::models::Network;
+
+/// One line of `metrics.jsonl`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EpochRecord {
+    pub epoch: usize,
+    pub lr: f64,
+    pub loss: f64,
+    pub img_s: f64,
+    #[serde(flatten)]
+    pub metrics: Metrics,
+}
+
+/// `summary.json`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    pub defense: String,
+    pub ba: f64,
+    pub asr: Option<f64>,
+    pub ra: Option<f64>,
+    pub per_class: Vec<f64>,
+    pub epochs: usize,
+    pub train_samples: usize,
+    pub wall_s: f64,
+    /// Median training throughput over the epochs of this session, images per second.
+    pub train_img_s: f64,
+}
+
+/// The samples trained on: all, or a seeded uniform subset (`data.train_subset`).
+pub fn training_members(config: &TrainConfig, n: usize) -> Vec<usize> {
+    match config.data.train_subset {
+        Some(k) if k < n => {
+            let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(config.train.seed ^ 0x5eed_5ab5e7);
+            let mut picked = index::sample(&mut rng, n, k).into_vec();
+            picked.sort_unstable();
+            picked
+        }
+        _ => (0..n).collect(),
+    }
+}
+
+/// Appends one JSON line to `path`.
+pub fn append_jsonl<T: Serialize>(path: &Path, record: &T) -> Result<()> {
+    let mut file = std::fs::OpenOptions::new().create(true).append(true).open(path).map_err(|e| CoreError::io(path, e))?;
+    let line = serde_json::to_string(record).expect("record serialises");
+    writeln!(file, "{line}").map_err(|e| CoreError::io(path, e))
+}
+
+/// Keeps only the first `epochs` lines of `metrics.jsonl` (those a resumed checkpoint covers).
+fn truncate_metrics(path: &Path, epochs: usize) -> Result<()> {
+    if !path.is_file() {
+        return Ok(());
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| CoreError::io(path, e))?;
+    let kept: String = text.lines().take(epochs).map(|l| format!("{l}\n")).collect();
+    std::fs::write(path, kept).map_err(|e| CoreError::io(path, e))
+}
+
+/// Writes `value` as pretty JSON to `path` atomically.
+pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(value).expect("serialises")).map_err(|e| CoreError::io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| CoreError::io(path, e))
+}
+
+/// Saves `model` as safetensors with PyTorch parameter names (`weight`/`bias` of batch norm,
+/// `[out, in]` linear weights, `running_mean`/`running_var`).
+pub fn export_pytorch(model: &Network, path: &Path) -> Result<()> {
+    let mut store = SafetensorsStore::from_file(path).with_to_adapter(BurnToPyTorchAdapter).skip_enum_variants(true).overwrite(true);
+    model.save_into(&mut store).map_err(|e| CoreError::file(path, format!("cannot export model: {e:?}")))
+}
+
+/// Trains with no defense. With `resume`, continues from the run directory's checkpoint so the
+/// final metrics equal those of an uninterrupted run.
+pub fn train_baseline(config: &TrainConfig, train: &TrainingSet, evals: &EvalSets, run: &Path, resume: bool, progress: &dyn TrainProgress) -> Result<Summary> {
+    let start = Instant::now();
+    std::fs::create_dir_all(run).map_err(|e| CoreError::io(run, e))?;
+    let device = Device::flex().autodiff();
+    let inference = Device::flex();
+    device.seed(config.train.seed);
+    let shape = train.images.shape();
+    let fresh = Network::new(config.model.arch, shape.channels, train.num_classes, &device);
+    let mut optim = optim::build(&config.train.optimizer);
+    let mut model = fresh;
+    let mut state = CheckpointState { epochs_done: 0, wall_s: 0.0 };
+    let metrics_path = run.join("metrics.jsonl");
+    if resume {
+        let (m, o, s) = checkpoint::load(run, model, optim)?
+            .ok_or_else(|| CoreError::file(run.join("checkpoint"), "no checkpoint to resume from"))?;
+        (model, optim, state) = (m, o, s);
+        truncate_metrics(&metrics_path, state.epochs_done)?;
+    } else {
+        let _ = std::fs::remove_file(&metrics_path);
+    }
+
+    // Wall time of earlier sessions of this run; this session's time is added per epoch.
+    let wall_before = state.wall_s;
+    let members = training_members(config, train.images.len());
+    let norm = Normalization::of(&train.images);
+    let augment = if config.train.augment { Augment::CROP_FLIP } else { Augment::NONE };
+    let epochs = config.train.epochs;
+    let mut rates = Vec::new();
+    let mut last = None;
+    for epoch in state.epochs_done..epochs {
+        let lr = config.train.schedule.lr(config.train.lr, epoch, epochs);
+        let batches = members.len().div_ceil(config.train.batch_size);
+        progress.start(&format!("epoch {}/{epochs}", epoch + 1), batches, members.len());
+        let epoch_start = Instant::now();
+        let mut loss_sum = 0.0;
+        for batch in epoch_batches(train.images.clone(), &members, config.train.batch_size, augment, norm.clone(), config.train.seed, epoch).iter() {
+            let b = batch.labels.len();
+            let (next, loss) = train_step(model, &mut optim, batch, train.num_classes, lr, &device);
+            model = next;
+            loss_sum += loss as f64 * b as f64;
+            progress.batch(b, loss);
+        }
+        let img_s = members.len() as f64 / epoch_start.elapsed().as_secs_f64();
+        rates.push(img_s);
+        let metrics = evaluate(&model.valid(), evals, &norm, config.data.eval_batch_size, &inference);
+        let record = EpochRecord { epoch: epoch + 1, lr, loss: loss_sum / members.len() as f64, img_s, metrics };
+        progress.finish(&epoch_line(&record));
+        append_jsonl(&metrics_path, &record)?;
+        state = CheckpointState { epochs_done: epoch + 1, wall_s: wall_before + start.elapsed().as_secs_f64() };
+        checkpoint::save(run, &model, &optim, &state)?;
+        last = Some(record.metrics);
+    }
+    let metrics = match last {
+        Some(m) => m,
+        None => evaluate(&model.valid(), evals, &norm, config.data.eval_batch_size, &inference),
+    };
+    export_pytorch(&model.valid(), &run.join("model.safetensors"))?;
+    rates.sort_by(f64::total_cmp);
+    let summary = Summary {
+        defense: "none".into(),
+        ba: metrics.ba,
+        asr: metrics.asr,
+        ra: metrics.ra,
+        per_class: metrics.per_class,
+        epochs,
+        train_samples: members.len(),
+        wall_s: wall_before + start.elapsed().as_secs_f64(),
+        train_img_s: rates.get(rates.len() / 2).copied().unwrap_or(0.0),
+    };
+    write_json(&run.join("summary.json"), &summary)?;
+    Ok(summary)
+}
+
+/// One human-readable line per epoch.
+pub fn epoch_line(r: &EpochRecord) -> String {
+    let attack = match (r.metrics.asr, r.metrics.ra) {
+        (Some(asr), Some(ra)) => format!(" ASR {asr:.2}% RA {ra:.2}%"),
+        _ => String::new(),
+    };
+    format!("epoch {} lr {:.4} loss {:.4} BA {:.2}%{attack} ({:.0} img/s)", r.epoch, r.lr, r.loss, r.metrics.ba, r.img_s)
+}
+
+/// The run directory's resolved configuration file.
+pub fn config_path(run: &Path) -> PathBuf {
+    run.join("config.toml")
+}

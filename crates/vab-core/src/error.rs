@@ -1,0 +1,27 @@
+//! Errors of vab-core: file problems name the file; everything else says what is wrong.
+
+use std::path::PathBuf;
+
+/// Why a training run could not start, continue or finish.
+#[derive(Debug, thiserror::Error)]
+pub enum CoreError {
+    #[error("{}: {source}", path.display())]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{}: {message}", path.display())]
+    File { path: PathBuf, message: String },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl CoreError {
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        CoreError::Io { path: path.into(), source }
+    }
+
+    pub fn file(path: impl Into<PathBuf>, message: impl std::fmt::Display) -> Self {
+        CoreError::File { path: path.into(), message: message.to_string() }
+    }
+}
+
+/// Result alias of this crate.
+pub type Result<T, E = CoreError> = std::result::Result<T, E>;

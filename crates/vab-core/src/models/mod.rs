@@ -1,0 +1,71 @@
+//! The classifiers vab trains. Every network exposes `features` (the final feature maps, which
+//! AttentionMix needs) and `forward` (logits = head(features)).
+
+mod resnet;
+mod small;
+
+use burn::module::Module;
+use burn::tensor::{Device, Tensor};
+
+pub use resnet::{ResNet18, Variant};
+pub use small::SmallNet;
+
+/// Architectures by name (config key `model.arch`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Arch {
+    /// ResNet-18, CIFAR variant.
+    Resnet18,
+    /// ResNet-18, ImageNet variant (224 px).
+    Resnet18Imagenet,
+    /// PreAct-ResNet-18.
+    PreactResnet18,
+    /// The small CPU network, base width 32.
+    Small,
+}
+
+/// One of the architectures, as a single module type the engine can train.
+#[derive(Module, Debug)]
+pub enum Network {
+    ResNet18(ResNet18),
+    Small(SmallNet),
+}
+
+impl Network {
+    /// A freshly initialised network; weights are drawn from the device's seeded RNG.
+    pub fn new(arch: Arch, in_channels: usize, num_classes: usize, device: &Device) -> Self {
+        match arch {
+            Arch::Resnet18 => Network::ResNet18(ResNet18::new(Variant::Cifar, in_channels, num_classes, device)),
+            Arch::Resnet18Imagenet => Network::ResNet18(ResNet18::new(Variant::ImageNet, in_channels, num_classes, device)),
+            Arch::PreactResnet18 => Network::ResNet18(ResNet18::new(Variant::PreAct, in_channels, num_classes, device)),
+            Arch::Small => Network::Small(SmallNet::new(in_channels, num_classes, 32, device)),
+        }
+    }
+
+    /// Final feature maps, [batch, channels, h, w].
+    pub fn features(&self, x: Tensor<4>) -> Tensor<4> {
+        match self {
+            Network::ResNet18(net) => net.features(x),
+            Network::Small(net) => net.features(x),
+        }
+    }
+
+    /// Logits from feature maps.
+    pub fn head(&self, features: Tensor<4>) -> Tensor<2> {
+        match self {
+            Network::ResNet18(net) => net.head(features),
+            Network::Small(net) => net.head(features),
+        }
+    }
+
+    /// Logits, [batch, classes].
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
+        self.head(self.features(x))
+    }
+}
+
+/// Mean over the spatial dimensions: [b, c, h, w] → [b, c].
+pub(crate) fn global_average_pool(x: Tensor<4>) -> Tensor<2> {
+    let [b, c, h, w] = x.dims();
+    x.reshape([b, c, h * w]).mean_dim(2).reshape([b, c])
+}
