@@ -20,6 +20,61 @@ pub enum Command {
     Data(DataCommand),
     /// Poison a dataset with a backdoor attack and write the result as a bundle.
     Poison(PoisonArgs),
+    /// Train a classifier on a bundle, with or without a defense, into a run directory.
+    Train(TrainArgs),
+    /// Benchmarks (throughput of the training step and inference).
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+/// `vab train`.
+#[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("mode").required(true).args(["bundle", "resume"])))]
+pub struct TrainArgs {
+    /// Bundle to train on (from `vab poison` or `vab data bundle`).
+    #[arg(long, value_name = "BUNDLE", requires_all = ["config", "out"])]
+    pub bundle: Option<PathBuf>,
+    /// Defense: `none` trains on the bundle as labelled.
+    #[arg(long, default_value = "none", value_parser = ["none"])]
+    pub defense: String,
+    /// Training configuration (TOML; see configs/).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Run directory to create (metrics.jsonl, summary.json, checkpoints, model.safetensors).
+    #[arg(long, value_name = "RUN_DIR")]
+    pub out: Option<PathBuf>,
+    /// Continue an interrupted run from its last checkpoint.
+    #[arg(long, value_name = "RUN_DIR", conflicts_with_all = ["bundle", "config", "out"])]
+    pub resume: Option<PathBuf>,
+}
+
+/// `vab bench …`.
+#[derive(Subcommand, Debug)]
+pub enum BenchCommand {
+    /// Images per second of one SGD training step and of inference, on synthetic data.
+    Step {
+        /// Network to time.
+        #[arg(long, default_value = "resnet18", value_parser = ["resnet18", "resnet18-imagenet", "preact-resnet18", "small"])]
+        model: String,
+        /// Training batch size.
+        #[arg(long, default_value_t = 128)]
+        batch: usize,
+        /// Inference batch size.
+        #[arg(long, default_value_t = 256)]
+        infer_batch: usize,
+        /// Image size (square, 3 channels).
+        #[arg(long, default_value_t = 32)]
+        size: usize,
+        /// Untimed steps first.
+        #[arg(long, default_value_t = 2)]
+        warmup: usize,
+        /// Timed steps (the median is reported).
+        #[arg(long, default_value_t = 5)]
+        steps: usize,
+        /// Print one JSON object instead of a sentence.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `vab poison`: the attack, its parameters and the poisoning request.

@@ -65,6 +65,13 @@ pub struct DataParams {
     pub train_subset: Option<usize>,
     #[serde(default = "eval_batch")]
     pub eval_batch_size: usize,
+    /// Evaluate every this many epochs (and always after the last one).
+    #[serde(default = "one")]
+    pub eval_every: usize,
+}
+
+fn one() -> usize {
+    1
 }
 
 fn eval_batch() -> usize {
@@ -73,7 +80,7 @@ fn eval_batch() -> usize {
 
 impl Default for DataParams {
     fn default() -> Self {
-        Self { train_subset: None, eval_batch_size: eval_batch() }
+        Self { train_subset: None, eval_batch_size: eval_batch(), eval_every: one() }
     }
 }
 
@@ -87,8 +94,8 @@ impl TrainConfig {
 
     fn validate(&self) -> Result<(), String> {
         let t = &self.train;
-        if t.epochs == 0 || t.batch_size == 0 || self.data.eval_batch_size == 0 {
-            return Err("train.epochs, train.batch_size and data.eval_batch_size must be positive".into());
+        if t.epochs == 0 || t.batch_size == 0 || self.data.eval_batch_size == 0 || self.data.eval_every == 0 {
+            return Err("train.epochs, train.batch_size, data.eval_batch_size and data.eval_every must be positive".into());
         }
         if !(t.lr.is_finite() && t.lr > 0.0) {
             return Err(format!("train.lr must be a positive number, got {}", t.lr));

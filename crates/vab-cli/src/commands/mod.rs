@@ -1,7 +1,9 @@
 //! One module per top-level command, plus the dataset loading they share.
 
+mod bench;
 mod data;
 mod poison;
+mod train;
 
 use std::path::Path;
 use std::time::Instant;
@@ -16,6 +18,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Data(command) => data::run(command),
         Command::Poison(args) => poison::run(&args),
+        Command::Train(args) => train::run(&args),
+        Command::Bench(command) => bench::run(command),
     }
 }
 

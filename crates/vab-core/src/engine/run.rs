@@ -34,8 +34,9 @@ pub struct EpochRecord {
     pub lr: f64,
     pub loss: f64,
     pub img_s: f64,
+    /// Test metrics, on evaluated epochs only (`data.eval_every`).
     #[serde(flatten)]
-    pub metrics: Metrics,
+    pub metrics: Option<Metrics>,
 }
 
 /// `summary.json`.
@@ -91,9 +92,16 @@ pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
 }
 
 /// Saves `model` as safetensors with PyTorch parameter names (`weight`/`bias` of batch norm,
-/// `[out, in]` linear weights, `running_mean`/`running_var`).
+/// `[out, in]` linear weights, `running_mean`/`running_var`). One metadata key only: burn's
+/// default metadata is a hash map whose order changes from run to run, which would make the
+/// bytes of identical models differ.
 pub fn export_pytorch(model: &Network, path: &Path) -> Result<()> {
-    let mut store = SafetensorsStore::from_file(path).with_to_adapter(BurnToPyTorchAdapter).skip_enum_variants(true).overwrite(true);
+    let mut store = SafetensorsStore::from_file(path)
+        .with_to_adapter(BurnToPyTorchAdapter)
+        .skip_enum_variants(true)
+        .clear_metadata()
+        .metadata("producer", "vab")
+        .overwrite(true);
     model.save_into(&mut store).map_err(|e| CoreError::file(path, format!("cannot export model: {e:?}")))
 }
 
@@ -143,14 +151,16 @@ pub fn train_baseline(config: &TrainConfig, train: &TrainingSet, evals: &EvalSet
         }
         let img_s = members.len() as f64 / epoch_start.elapsed().as_secs_f64();
         rates.push(img_s);
-        let metrics = evaluate(&model.valid(), evals, &norm, config.data.eval_batch_size, &inference);
+        let due = (epoch + 1) % config.data.eval_every == 0 || epoch + 1 == epochs;
+        let metrics = due.then(|| evaluate(&model.valid(), evals, &norm, config.data.eval_batch_size, &inference));
         let record = EpochRecord { epoch: epoch + 1, lr, loss: loss_sum / members.len() as f64, img_s, metrics };
         progress.finish(&epoch_line(&record));
         append_jsonl(&metrics_path, &record)?;
         state = CheckpointState { epochs_done: epoch + 1, wall_s: wall_before + start.elapsed().as_secs_f64() };
         checkpoint::save(run, &model, &optim, &state)?;
-        last = Some(record.metrics);
+        last = record.metrics;
     }
+    // Resuming a finished run evaluates its final model again.
     let metrics = match last {
         Some(m) => m,
         None => evaluate(&model.valid(), evals, &norm, config.data.eval_batch_size, &inference),
@@ -174,11 +184,14 @@ pub fn train_baseline(config: &TrainConfig, train: &TrainingSet, evals: &EvalSet
 
 /// One human-readable line per epoch.
 pub fn epoch_line(r: &EpochRecord) -> String {
-    let attack = match (r.metrics.asr, r.metrics.ra) {
-        (Some(asr), Some(ra)) => format!(" ASR {asr:.2}% RA {ra:.2}%"),
-        _ => String::new(),
+    let scores = match &r.metrics {
+        Some(m) => match (m.asr, m.ra) {
+            (Some(asr), Some(ra)) => format!(" BA {:.2}% ASR {asr:.2}% RA {ra:.2}%", m.ba),
+            _ => format!(" BA {:.2}%", m.ba),
+        },
+        None => String::new(),
     };
-    format!("epoch {} lr {:.4} loss {:.4} BA {:.2}%{attack} ({:.0} img/s)", r.epoch, r.lr, r.loss, r.metrics.ba, r.img_s)
+    format!("epoch {} lr {:.4} loss {:.4}{scores} ({:.0} img/s)", r.epoch, r.lr, r.loss, r.img_s)
 }
 
 /// The run directory's resolved configuration file.

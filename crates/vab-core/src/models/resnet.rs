@@ -9,7 +9,7 @@
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
-use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, LinearLayout, PaddingConfig2d};
+use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig2d};
 use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 
@@ -147,8 +147,7 @@ impl ResNet18 {
             layer2: next(),
             layer3: next(),
             layer4: next(),
-            // Column layout stores the weight as [out, in], PyTorch's layout.
-            fc: LinearConfig::new(512, num_classes).with_layout(LinearLayout::Col).init(device),
+            fc: LinearConfig::new(512, num_classes).init(device),
         }
     }
 

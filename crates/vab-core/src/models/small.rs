@@ -1,12 +1,12 @@
 //! A small, fast network for CPU runs ("small"): four conv-BN-ReLU stages of widths
-//! w, 2w, 4w, 8w (w = 32 by default) with 2×2 max-pools after stages 2-4, global average pool and
-//! a linear head. For 3×32×32 inputs and w = 32: 0.39 M parameters, 40 M multiply-adds per
-//! image (ResNet-18: 11.2 M and 556 M). Final features: 8w × 4 × 4.
+//! w, 2w, 4w, 8w (w = 32 by default) with 2×2 max-pools after stages 1-3, global average pool and
+//! a linear head. For 3×32×32 inputs and w = 32: 0.39 M parameters, 15 M multiply-adds per
+//! image (ResNet-18: 11.2 M and 556 M). Final features: 8w × 4 × 4, the same grid as ResNet-18's.
 
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
-use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, LinearLayout, PaddingConfig2d};
+use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig2d};
 use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 
@@ -57,16 +57,16 @@ impl SmallNet {
         Self {
             stages,
             pool: MaxPool2dConfig::new([2, 2]).with_strides([2, 2]).init(),
-            fc: LinearConfig::new(8 * width, num_classes).with_layout(LinearLayout::Col).init(device),
+            fc: LinearConfig::new(8 * width, num_classes).init(device),
         }
     }
 
-    /// Final feature maps, [batch, 8w, h/8, w/8].
+    /// Final feature maps, [batch, 8w, H/8, W/8].
     pub fn features(&self, x: Tensor<4>) -> Tensor<4> {
         let mut x = x;
         for (i, stage) in self.stages.iter().enumerate() {
             x = stage.forward(x);
-            if i > 0 {
+            if i + 1 < self.stages.len() {
                 x = self.pool.forward(x);
             }
         }

@@ -1,0 +1,59 @@
+//! `vab train`: a bundle and a configuration in, a run directory out.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use serde::{Deserialize, Serialize};
+use vab_core::config::TrainConfig;
+use vab_core::engine::run::{config_path, train_baseline};
+use vab_data::Bundle;
+
+use crate::cli::TrainArgs;
+use crate::progress::EpochBar;
+
+/// What a run directory records about its inputs, so `--resume` needs nothing else.
+#[derive(Serialize, Deserialize)]
+struct RunInputs {
+    bundle: PathBuf,
+    defense: String,
+}
+
+pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
+    let (run_dir, inputs, config_text, resume) = match &args.resume {
+        Some(dir) => {
+            let inputs: RunInputs = serde_json::from_str(&read(&dir.join("run.json"))?)
+                .with_context(|| format!("{}: not a vab run directory", dir.display()))?;
+            (dir.clone(), inputs, read(&config_path(dir))?, true)
+        }
+        None => {
+            let (Some(bundle), Some(config), Some(out)) = (&args.bundle, &args.config, &args.out) else {
+                bail!("--bundle, --config and --out are required unless --resume is given");
+            };
+            if out.join("checkpoint").exists() || out.join("summary.json").exists() {
+                bail!("{}: already holds a run; continue it with --resume {} or choose another --out", out.display(), out.display());
+            }
+            let inputs = RunInputs { bundle: bundle.canonicalize().with_context(|| format!("{}: cannot open bundle", bundle.display()))?, defense: args.defense.clone() };
+            (out.clone(), inputs, read(config)?, false)
+        }
+    };
+    let config = TrainConfig::from_toml(&config_text).map_err(|e| anyhow::anyhow!("{}: {e}", args.config.as_deref().unwrap_or(&config_path(&run_dir)).display()))?;
+    let bundle = Bundle::read(&inputs.bundle)?;
+    let (train, evals, _ground_truth) = vab_core::data::split(bundle).map_err(|e| anyhow::anyhow!("{}: {e}", inputs.bundle.display()))?;
+    if !resume {
+        std::fs::create_dir_all(&run_dir).with_context(|| format!("{}: cannot create run directory", run_dir.display()))?;
+        std::fs::write(config_path(&run_dir), &config_text).with_context(|| format!("{}: cannot write", run_dir.display()))?;
+        std::fs::write(run_dir.join("run.json"), serde_json::to_string_pretty(&inputs)?)?;
+    }
+    eprintln!("training {:?} on {} ({} samples), defense {}", config.model.arch, inputs.bundle.display(), train.images.len(), inputs.defense);
+    let summary = train_baseline(&config, &train, &evals, &run_dir, resume, &EpochBar::new())?;
+    let attack = match (summary.asr, summary.ra) {
+        (Some(asr), Some(ra)) => format!(" ASR {asr:.2}% RA {ra:.2}%"),
+        _ => String::new(),
+    };
+    println!("BA {:.2}%{attack} after {} epochs in {:.0} s; run directory {}", summary.ba, summary.epochs, summary.wall_s, run_dir.display());
+    Ok(())
+}
+
+fn read(path: &Path) -> anyhow::Result<String> {
+    std::fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))
+}

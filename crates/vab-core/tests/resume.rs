@@ -1,0 +1,89 @@
+//! A run interrupted after its first epoch and resumed ends with exactly the metrics of an
+//! uninterrupted run with the same seed (CPU, flex backend).
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use vab_core::config::TrainConfig;
+use vab_core::data::split;
+use vab_core::engine::progress::{Silent, TrainProgress};
+use vab_core::engine::run::{train_baseline, EpochRecord};
+use vab_data::{Bundle, Dataset, ImageSet, ImageShape};
+
+const CONFIG: &str = r#"
+[model]
+arch = "small"
+[train]
+epochs = 3
+batch_size = 16
+lr = 0.05
+seed = 5
+[train.optimizer]
+kind = "sgd"
+momentum = 0.9
+weight_decay = 5e-4
+[train.schedule]
+kind = "cosine"
+min_lr = 0.0
+"#;
+
+/// Two classes of 8×8 RGB images: bright or dark, with per-image noise.
+fn bundle() -> Bundle {
+    let shape = ImageShape { channels: 3, height: 8, width: 8 };
+    let set = |n: usize, salt: usize| {
+        let labels: Vec<u16> = (0..n).map(|i| (i % 2) as u16).collect();
+        let pixels = (0..n * shape.len())
+            .map(|p| {
+                let i = p / shape.len();
+                let noise = (p * 7919 + salt) % 61;
+                (if labels[i] == 1 { 150 + noise } else { 40 + noise }) as u8
+            })
+            .collect();
+        ImageSet::new(shape, pixels, labels).unwrap()
+    };
+    Bundle::clean(Dataset::new(vec!["dark".into(), "bright".into()], set(64, 1), set(32, 2)).unwrap(), "unit")
+}
+
+/// Panics when the second epoch starts, i.e. after the first epoch's checkpoint is on disk.
+struct KillAtEpochTwo(AtomicUsize);
+
+impl TrainProgress for KillAtEpochTwo {
+    fn start(&self, _: &str, _: usize, _: usize) {
+        if self.0.fetch_add(1, Ordering::SeqCst) == 1 {
+            panic!("simulated kill");
+        }
+    }
+    fn batch(&self, _: usize, _: f32) {}
+    fn finish(&self, _: &str) {}
+}
+
+fn records(run: &Path) -> Vec<EpochRecord> {
+    std::fs::read_to_string(run.join("metrics.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+#[test]
+fn resumed_run_ends_with_the_uninterrupted_metrics() {
+    let config = TrainConfig::from_toml(CONFIG).unwrap();
+    let (train, evals, _) = split(bundle()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (straight, interrupted) = (dir.path().join("straight"), dir.path().join("interrupted"));
+
+    let expected = train_baseline(&config, &train, &evals, &straight, false, &Silent).unwrap();
+    let killed = catch_unwind(AssertUnwindSafe(|| {
+        train_baseline(&config, &train, &evals, &interrupted, false, &KillAtEpochTwo(AtomicUsize::new(0)))
+    }));
+    assert!(killed.is_err(), "the simulated kill should stop the run");
+    assert_eq!(records(&interrupted).len(), 1, "one epoch finished before the kill");
+    let resumed = train_baseline(&config, &train, &evals, &interrupted, true, &Silent).unwrap();
+
+    assert_eq!((resumed.ba, resumed.asr, resumed.ra), (expected.ba, expected.asr, expected.ra));
+    let (a, b) = (records(&straight), records(&interrupted));
+    assert_eq!(a.len(), 3);
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!((x.epoch, x.lr, x.loss, &x.metrics), (y.epoch, y.lr, y.loss, &y.metrics));
+    }
+    let same_weights = std::fs::read(straight.join("model.safetensors")).unwrap() == std::fs::read(interrupted.join("model.safetensors")).unwrap();
+    assert!(same_weights, "the exported weights differ");
+    assert!(expected.ba > 50.0, "the toy problem should be learnt: BA {}", expected.ba);
+}
