@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::engine::batches::Augment;
 use crate::engine::schedule::Schedule;
 use crate::models::Arch;
 
@@ -32,16 +33,16 @@ pub struct TrainParams {
     pub lr: f64,
     pub optimizer: OptimizerConfig,
     pub schedule: Schedule,
-    /// Random crop (padding 4) + horizontal flip.
-    #[serde(default = "yes")]
-    pub augment: bool,
+    /// Training augmentation; default random crop with padding 4 + horizontal flip.
+    #[serde(default = "crop_flip")]
+    pub augment: Augment,
     /// Seed of initialisation, batch order and augmentation.
     #[serde(default)]
     pub seed: u64,
 }
 
-fn yes() -> bool {
-    true
+fn crop_flip() -> Augment {
+    Augment::CROP_FLIP
 }
 
 /// Optimiser and its hyper-parameters.
@@ -129,7 +130,7 @@ gamma = 0.1
     fn parses_a_preset_with_defaults() {
         let c = TrainConfig::from_toml(PRESET).unwrap();
         assert_eq!(c.model.arch, Arch::Resnet18);
-        assert!(c.train.augment);
+        assert_eq!(c.train.augment, Augment::CROP_FLIP);
         assert_eq!(c.data.eval_batch_size, 500);
         assert_eq!(c.train.optimizer, OptimizerConfig::Sgd { momentum: 0.9, weight_decay: 5e-4, nesterov: false });
     }

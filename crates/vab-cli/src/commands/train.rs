@@ -44,7 +44,8 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
         std::fs::write(config_path(&run_dir), &config_text).with_context(|| format!("{}: cannot write", run_dir.display()))?;
         std::fs::write(run_dir.join("run.json"), serde_json::to_string_pretty(&inputs)?)?;
     }
-    eprintln!("training {:?} on {} ({} samples), defense {}", config.model.arch, inputs.bundle.display(), train.images.len(), inputs.defense);
+    let samples = config.data.train_subset.map_or(train.images.len(), |k| k.min(train.images.len()));
+    eprintln!("training {:?} on {} ({samples} of {} training samples), defense {}", config.model.arch, inputs.bundle.display(), train.images.len(), inputs.defense);
     let summary = train_baseline(&config, &train, &evals, &run_dir, resume, &EpochBar::new())?;
     let attack = match (summary.asr, summary.ra) {
         (Some(asr), Some(ra)) => format!(" ASR {asr:.2}% RA {ra:.2}%"),

@@ -17,6 +17,7 @@ use vab_data::{ImageSet, ImageShape};
 
 /// Augmentation applied to each training image.
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Augment {
     /// Zero padding before a random crop back to H×W (0 = no crop).
     pub crop_padding: usize,

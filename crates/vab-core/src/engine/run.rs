@@ -16,7 +16,7 @@ use rand::seq::index;
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
-use super::batches::{epoch_batches, Augment, Normalization};
+use super::batches::{epoch_batches, Normalization};
 use super::checkpoint::{self, CheckpointState};
 use super::eval::{evaluate, Metrics};
 use super::optim;
@@ -132,7 +132,7 @@ pub fn train_baseline(config: &TrainConfig, train: &TrainingSet, evals: &EvalSet
     let wall_before = state.wall_s;
     let members = training_members(config, train.images.len());
     let norm = Normalization::of(&train.images);
-    let augment = if config.train.augment { Augment::CROP_FLIP } else { Augment::NONE };
+    let augment = config.train.augment;
     let epochs = config.train.epochs;
     let mut rates = Vec::new();
     let mut last = None;
