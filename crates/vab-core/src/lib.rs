@@ -14,6 +14,7 @@
 pub mod bench;
 pub mod config;
 pub mod data;
+pub mod defenses;
 pub mod engine;
 mod error;
 pub mod models;
