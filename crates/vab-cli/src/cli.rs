@@ -46,6 +46,10 @@ pub struct TrainArgs {
     /// Continue an interrupted run from its last checkpoint.
     #[arg(long, value_name = "RUN_DIR", conflicts_with_all = ["bundle", "config", "out"])]
     pub resume: Option<PathBuf>,
+    /// Compute backend: flex (built in) or tch (libtorch; needs a build with `--features tch`).
+    /// A resumed run keeps the backend it started with.
+    #[arg(long, default_value = "flex", conflicts_with = "resume")]
+    pub backend: vab_core::backend::Backend,
 }
 
 /// `vab bench …`.
@@ -74,6 +78,9 @@ pub enum BenchCommand {
         /// Print one JSON object instead of a sentence.
         #[arg(long)]
         json: bool,
+        /// Compute backend: flex or tch (needs a build with `--features tch`).
+        #[arg(long, default_value = "flex")]
+        backend: vab_core::backend::Backend,
     },
 }
 

@@ -4,9 +4,10 @@
 use std::time::Instant;
 
 use burn::module::Module;
-use burn::tensor::{Device, Distribution, Tensor};
+use burn::tensor::{Distribution, Tensor};
 use serde::Serialize;
 
+use crate::backend::Backend;
 use crate::config::OptimizerConfig;
 use crate::engine::batches::Batch;
 use crate::engine::optim;
@@ -25,7 +26,7 @@ pub struct StepBench {
     pub train_step_s: Vec<f64>,
     pub infer_step_s: Vec<f64>,
     pub threads: usize,
-    pub backend: &'static str,
+    pub backend: Backend,
 }
 
 fn median(values: &[f64]) -> f64 {
@@ -36,8 +37,9 @@ fn median(values: &[f64]) -> f64 {
 
 /// Times `steps` SGD steps (after `warmup`) at `batch` and as many inference passes at
 /// `infer_batch`, on random inputs of `image` = [C, H, W] with 10 classes.
-pub fn bench_step(arch: Arch, batch: usize, infer_batch: usize, image: [usize; 3], warmup: usize, steps: usize) -> StepBench {
-    let device = Device::flex().autodiff();
+pub fn bench_step(backend: Backend, arch: Arch, batch: usize, infer_batch: usize, image: [usize; 3], warmup: usize, steps: usize) -> Result<StepBench, String> {
+    let inference = backend.device()?;
+    let device = inference.clone().autodiff();
     device.seed(0);
     let [c, h, w] = image;
     let mut model = Network::new(arch, c, 10, &device);
@@ -54,7 +56,6 @@ pub fn bench_step(arch: Arch, batch: usize, infer_batch: usize, image: [usize; 3
             train_times.push(t.elapsed().as_secs_f64());
         }
     }
-    let inference = Device::flex();
     let eval_model = model.valid();
     let mut infer_times = Vec::new();
     for i in 0..warmup + steps {
@@ -65,7 +66,7 @@ pub fn bench_step(arch: Arch, batch: usize, infer_batch: usize, image: [usize; 3
             infer_times.push(t.elapsed().as_secs_f64());
         }
     }
-    StepBench {
+    Ok(StepBench {
         model: arch,
         batch,
         infer_batch,
@@ -75,6 +76,6 @@ pub fn bench_step(arch: Arch, batch: usize, infer_batch: usize, image: [usize; 3
         train_step_s: train_times,
         infer_step_s: infer_times,
         threads: rayon::current_num_threads(),
-        backend: "flex",
-    }
+        backend,
+    })
 }

@@ -5,6 +5,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use vab_core::backend::Backend;
 use vab_core::config::TrainConfig;
 use vab_core::data::split;
 use vab_core::engine::progress::{Silent, TrainProgress};
@@ -69,13 +70,13 @@ fn resumed_run_ends_with_the_uninterrupted_metrics() {
     let dir = tempfile::tempdir().unwrap();
     let (straight, interrupted) = (dir.path().join("straight"), dir.path().join("interrupted"));
 
-    let expected = train_baseline(&config, &train, &evals, &straight, false, &Silent).unwrap();
+    let expected = train_baseline(&config, Backend::Flex, &train, &evals, &straight, false, &Silent).unwrap();
     let killed = catch_unwind(AssertUnwindSafe(|| {
-        train_baseline(&config, &train, &evals, &interrupted, false, &KillAtEpochTwo(AtomicUsize::new(0)))
+        train_baseline(&config, Backend::Flex, &train, &evals, &interrupted, false, &KillAtEpochTwo(AtomicUsize::new(0)))
     }));
     assert!(killed.is_err(), "the simulated kill should stop the run");
     assert_eq!(records(&interrupted).len(), 1, "one epoch finished before the kill");
-    let resumed = train_baseline(&config, &train, &evals, &interrupted, true, &Silent).unwrap();
+    let resumed = train_baseline(&config, Backend::Flex, &train, &evals, &interrupted, true, &Silent).unwrap();
 
     assert_eq!((resumed.ba, resumed.asr, resumed.ra), (expected.ba, expected.asr, expected.ra));
     let (a, b) = (records(&straight), records(&interrupted));

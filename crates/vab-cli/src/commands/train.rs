@@ -16,6 +16,8 @@ use crate::progress::EpochBar;
 struct RunInputs {
     bundle: PathBuf,
     defense: String,
+    #[serde(default)]
+    backend: vab_core::backend::Backend,
 }
 
 pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
@@ -32,7 +34,8 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
             if out.join("checkpoint").exists() || out.join("summary.json").exists() {
                 bail!("{}: already holds a run; continue it with --resume {} or choose another --out", out.display(), out.display());
             }
-            let inputs = RunInputs { bundle: bundle.canonicalize().with_context(|| format!("{}: cannot open bundle", bundle.display()))?, defense: args.defense.clone() };
+            let bundle = bundle.canonicalize().with_context(|| format!("{}: cannot open bundle", bundle.display()))?;
+            let inputs = RunInputs { bundle, defense: args.defense.clone(), backend: args.backend };
             (out.clone(), inputs, read(config)?, false)
         }
     };
@@ -46,7 +49,7 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
     }
     let samples = config.data.train_subset.map_or(train.images.len(), |k| k.min(train.images.len()));
     eprintln!("training {:?} on {} ({samples} of {} training samples), defense {}", config.model.arch, inputs.bundle.display(), train.images.len(), inputs.defense);
-    let summary = train_baseline(&config, &train, &evals, &run_dir, resume, &EpochBar::new())?;
+    let summary = train_baseline(&config, inputs.backend, &train, &evals, &run_dir, resume, &EpochBar::new())?;
     let attack = match (summary.asr, summary.ra) {
         (Some(asr), Some(ra)) => format!(" ASR {asr:.2}% RA {ra:.2}%"),
         _ => String::new(),

@@ -11,7 +11,6 @@ use std::time::Instant;
 
 use burn::module::Module;
 use burn::store::{BurnToPyTorchAdapter, ModuleSnapshot, SafetensorsStore};
-use burn::tensor::Device;
 use rand::seq::index;
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
@@ -22,6 +21,7 @@ use super::eval::{evaluate, Metrics};
 use super::optim;
 use super::progress::TrainProgress;
 use super::step::train_step;
+use crate::backend::Backend;
 use crate::config::TrainConfig;
 use crate::data::{EvalSets, TrainingSet};
 use crate::error::{CoreError, Result};
@@ -107,11 +107,11 @@ pub fn export_pytorch(model: &Network, path: &Path) -> Result<()> {
 
 /// Trains with no defense. With `resume`, continues from the run directory's checkpoint so the
 /// final metrics equal those of an uninterrupted run.
-pub fn train_baseline(config: &TrainConfig, train: &TrainingSet, evals: &EvalSets, run: &Path, resume: bool, progress: &dyn TrainProgress) -> Result<Summary> {
+pub fn train_baseline(config: &TrainConfig, backend: Backend, train: &TrainingSet, evals: &EvalSets, run: &Path, resume: bool, progress: &dyn TrainProgress) -> Result<Summary> {
     let start = Instant::now();
     std::fs::create_dir_all(run).map_err(|e| CoreError::io(run, e))?;
-    let device = Device::flex().autodiff();
-    let inference = Device::flex();
+    let inference = backend.device().map_err(CoreError::Invalid)?;
+    let device = inference.clone().autodiff();
     device.seed(config.train.seed);
     let shape = train.images.shape();
     let fresh = Network::new(config.model.arch, shape.channels, train.num_classes, &device);
