@@ -1,0 +1,64 @@
+//! Method.md §4.2: the split threshold t_f during the Victim's warm-up.
+//!
+//! - `paper_linear` (the paper): t_f falls linearly from 1 to `end` over `epochs` warm-up epochs
+//!   (CIFAR-10: 0.2 over 3; ImageNet subset: 0.4 over 6), then stays at `end`.
+//! - `code_steps` (the authors' code): t_f = max(1 - `step`·epoch, `end`) (CIFAR-10: step 0.4,
+//!   end 0.2, i.e. 0.6 then 0.2; ImageNet: step 0.1, end 0.4), then stays at `end`.
+//!
+//! Epoch 0 trains the Victim on everything, so the schedules start at warm-up epoch 1.
+
+use serde::{Deserialize, Serialize};
+
+/// A warm-up threshold schedule (config `threshold_schedule`).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ThresholdSchedule {
+    PaperLinear { end: f64, epochs: usize },
+    CodeSteps { step: f64, end: f64 },
+}
+
+impl ThresholdSchedule {
+    /// t_f for warm-up epoch `epoch` (1-based); later epochs get the final value.
+    pub fn t_f(&self, epoch: usize) -> f64 {
+        match *self {
+            ThresholdSchedule::PaperLinear { end, epochs } => {
+                let progress = epoch.min(epochs.max(1)) as f64 / epochs.max(1) as f64;
+                1.0 - (1.0 - end) * progress
+            }
+            ThresholdSchedule::CodeSteps { step, end } => (1.0 - step * epoch as f64).max(end),
+        }
+    }
+
+    /// Warm-up epochs after epoch 0 until t_f reaches its final value.
+    pub fn warmup_epochs(&self) -> usize {
+        match *self {
+            ThresholdSchedule::PaperLinear { epochs, .. } => epochs,
+            ThresholdSchedule::CodeSteps { step, end } => ((1.0 - end) / step - 1e-9).ceil().max(0.0) as usize,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn code_steps_give_the_authors_values() {
+        let cifar = ThresholdSchedule::CodeSteps { step: 0.4, end: 0.2 };
+        let values: Vec<f64> = (1..=4).map(|e| cifar.t_f(e)).collect();
+        assert!(values.iter().zip([0.6, 0.2, 0.2, 0.2]).all(|(a, b)| (a - b).abs() < 1e-12), "{values:?}");
+        assert_eq!(cifar.warmup_epochs(), 2);
+        let imagenet = ThresholdSchedule::CodeSteps { step: 0.1, end: 0.4 };
+        assert!((imagenet.t_f(3) - 0.7).abs() < 1e-12 && (imagenet.t_f(9) - 0.4).abs() < 1e-12);
+        assert_eq!(imagenet.warmup_epochs(), 6);
+    }
+
+    #[test]
+    fn paper_linear_reaches_the_end_after_its_epochs() {
+        let s = ThresholdSchedule::PaperLinear { end: 0.2, epochs: 3 };
+        let values: Vec<f64> = (1..=4).map(|e| s.t_f(e)).collect();
+        let expected = [1.0 - 0.8 / 3.0, 1.0 - 1.6 / 3.0, 0.2, 0.2];
+        assert!(values.iter().zip(expected).all(|(a, b)| (a - b).abs() < 1e-12), "{values:?}");
+        assert_eq!(s.warmup_epochs(), 3);
+    }
+}
