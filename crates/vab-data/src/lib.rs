@@ -128,7 +128,7 @@ pub fn load(path: &Path, options: &LoadOptions, progress: &dyn Progress) -> Resu
         return Err(DataError::invalid(path, "resizing applies to image folders and archives only"));
     }
     let (dataset, cache) = match &kind {
-        SourceKind::Bundle => (Bundle::read(path)?.dataset(), CacheOutcome::NotUsed),
+        SourceKind::Bundle => (Bundle::read(path)?.into_dataset(), CacheOutcome::NotUsed),
         SourceKind::Cifar(cifar_kind, dir) => (cifar::load(*cifar_kind, dir)?, CacheOutcome::NotUsed),
         SourceKind::Idx => (idx::load(path)?, CacheOutcome::NotUsed),
         SourceKind::Folder | SourceKind::Archive if options.no_cache => {
@@ -143,7 +143,7 @@ fn load_cached(path: &Path, options: &LoadOptions, progress: &dyn Progress) -> R
     let dir = options.cache_dir.clone().unwrap_or_else(cache::default_cache_dir);
     let entry = cache::cache_path(&dir, path, options.resize)?;
     if let Some(bundle) = cache::read(&entry) {
-        return Ok((bundle.dataset(), CacheOutcome::Hit(entry)));
+        return Ok((bundle.into_dataset(), CacheOutcome::Hit(entry)));
     }
     let dataset = folder::load(path, options.resize, progress)?;
     let bundle = Bundle::clean(dataset, path.display().to_string());
@@ -151,7 +151,7 @@ fn load_cached(path: &Path, options: &LoadOptions, progress: &dyn Progress) -> R
         Ok(()) => CacheOutcome::Written(entry),
         Err(e) => CacheOutcome::WriteFailed(e.to_string()),
     };
-    Ok((bundle.dataset(), outcome))
+    Ok((bundle.into_dataset(), outcome))
 }
 
 #[cfg(test)]
