@@ -114,9 +114,8 @@ pub fn train_baseline(config: &TrainConfig, backend: Backend, train: &TrainingSe
     let device = inference.clone().autodiff();
     device.seed(config.train.seed);
     let shape = train.images.shape();
-    let fresh = Network::new(config.model.arch, shape.channels, train.num_classes, &device);
+    let mut model = Network::new(config.model.arch, shape.channels, train.num_classes, &device);
     let mut optim = optim::build(&config.train.optimizer);
-    let mut model = fresh;
     let mut state = CheckpointState { epochs_done: 0, wall_s: 0.0 };
     let metrics_path = run.join("metrics.jsonl");
     if resume {
