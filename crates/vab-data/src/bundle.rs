@@ -101,12 +101,8 @@ impl Bundle {
         }
     }
 
-    /// The train/test part as a plain dataset (train labels as trained on), copied.
-    pub fn dataset(&self) -> Dataset {
-        Dataset { class_names: self.meta.class_names.clone(), train: self.train.clone(), test: self.test.clone() }
-    }
-
-    /// The train/test part as a plain dataset, without copying the pixels.
+    /// The train/test part as a plain dataset (train labels as trained on), without copying
+    /// the pixels.
     pub fn into_dataset(self) -> Dataset {
         Dataset { class_names: self.meta.class_names, train: self.train, test: self.test }
     }

@@ -43,18 +43,15 @@ fn load(source: &SourceArgs) -> anyhow::Result<Dataset> {
 }
 
 fn info(source: &SourceArgs) -> anyhow::Result<()> {
-    let bundle = match vab_data::detect(&source.path)? {
-        SourceKind::Bundle => Some(Bundle::read(&source.path)?),
-        _ => None,
+    let (dataset, bundle_lines) = match vab_data::detect(&source.path)? {
+        SourceKind::Bundle => {
+            let bundle = Bundle::read(&source.path)?;
+            let lines = describe_bundle(&bundle);
+            (bundle.into_dataset(), lines)
+        }
+        _ => (load(source)?, String::new()),
     };
-    let dataset = match &bundle {
-        Some(b) => b.dataset(),
-        None => load(source)?,
-    };
-    print!("{}", describe(&dataset));
-    if let Some(b) = bundle {
-        print!("{}", describe_bundle(&b));
-    }
+    print!("{}{bundle_lines}", describe(&dataset));
     Ok(())
 }
 
