@@ -34,8 +34,9 @@ pub struct TrainArgs {
     /// Bundle to train on (from `vab poison` or `vab data bundle`).
     #[arg(long, value_name = "BUNDLE", requires_all = ["config", "out"])]
     pub bundle: Option<PathBuf>,
-    /// Defense: `none` trains on the bundle as labelled.
-    #[arg(long, default_value = "none", value_parser = ["none"])]
+    /// Defense: `none` trains on the bundle as labelled; `vab` runs V&B (needs the
+    /// configuration's `[vab]` section).
+    #[arg(long, default_value = "none", value_parser = ["none", "vab"])]
     pub defense: String,
     /// Training configuration (TOML; see configs/).
     #[arg(long, value_name = "FILE")]

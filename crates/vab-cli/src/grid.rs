@@ -1,5 +1,6 @@
-//! An RGB canvas for image grids: paste u8 C×H×W images (magnified), write text with the
-//! public-domain 8×8 bitmap font, save as PNG. Used by `vab data preview`.
+//! An RGB canvas: paste u8 C×H×W images (magnified), fill rectangles, write text with the
+//! public-domain 8×8 bitmap font, save as PNG. Used by `vab data preview` and the V&B entropy
+//! histograms.
 
 use std::path::Path;
 
@@ -25,6 +26,15 @@ impl Canvas {
         if x < self.width && y < self.height {
             let at = (y * self.width + x) * 3;
             self.rgb[at..at + 3].copy_from_slice(&color);
+        }
+    }
+
+    /// Fills the `w`×`h` rectangle at (x, y) with `color` (clipped to the canvas).
+    pub fn fill(&mut self, x: usize, y: usize, w: usize, h: usize, color: [u8; 3]) {
+        for yy in y..y + h {
+            for xx in x..x + w {
+                self.put(xx, yy, color);
+            }
         }
     }
 

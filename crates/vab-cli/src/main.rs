@@ -3,6 +3,7 @@
 
 mod cli;
 mod commands;
+mod detection_log;
 mod grid;
 mod progress;
 

@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::defenses::vab::config::VabConfig;
 use crate::engine::batches::Augment;
 use crate::engine::schedule::Schedule;
 use crate::models::Arch;
@@ -15,6 +16,9 @@ pub struct TrainConfig {
     pub train: TrainParams,
     #[serde(default)]
     pub data: DataParams,
+    /// V&B's parameters; needed by `--defense vab`, ignored by `--defense none`.
+    #[serde(default)]
+    pub vab: Option<VabConfig>,
 }
 
 /// Which network.
@@ -101,7 +105,10 @@ impl TrainConfig {
         if !(t.lr.is_finite() && t.lr > 0.0) {
             return Err(format!("train.lr must be a positive number, got {}", t.lr));
         }
-        Ok(())
+        match &self.vab {
+            Some(vab) => vab.validate(t.epochs),
+            None => Ok(()),
+        }
     }
 }
 

@@ -10,7 +10,14 @@ use std::sync::Arc;
 use vab_attacks::poison::{AttackRecord, LabelRule};
 use vab_data::{Bundle, ImageSet};
 
-/// What a defense may train on: images and their (possibly poisoned) labels.
+/// What a defense may train on: images and their (possibly poisoned) labels. It has no poison
+/// flags, so code holding only a `TrainingSet` cannot read them:
+///
+/// ```compile_fail
+/// fn peek(set: &vab_core::data::TrainingSet) -> &Vec<bool> {
+///     &set.poisoned
+/// }
+/// ```
 #[derive(Clone, Debug)]
 pub struct TrainingSet {
     pub images: Arc<ImageSet>,

@@ -16,6 +16,7 @@ pub mod bench;
 pub mod config;
 pub mod data;
 pub mod defenses;
+pub mod detection;
 pub mod engine;
 mod error;
 pub mod models;

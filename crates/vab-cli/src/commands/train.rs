@@ -5,10 +5,14 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 use vab_core::config::TrainConfig;
-use vab_core::engine::run::{config_path, train_baseline};
+use vab_core::data::{EvalSets, GroundTruth, TrainingSet};
+use vab_core::defenses::vab::train::train_vab;
+use vab_core::engine::eval::Metrics;
+use vab_core::engine::run::{config_path, train_baseline, training_members, write_json, Summary};
 use vab_data::Bundle;
 
 use crate::cli::TrainArgs;
+use crate::detection_log::DetectionLog;
 use crate::progress::EpochBar;
 
 /// What a run directory records about its inputs, so `--resume` needs nothing else.
@@ -41,7 +45,7 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
     };
     let config = TrainConfig::from_toml(&config_text).map_err(|e| anyhow::anyhow!("{}: {e}", args.config.as_deref().unwrap_or(&config_path(&run_dir)).display()))?;
     let bundle = Bundle::read(&inputs.bundle)?;
-    let (train, evals, _ground_truth) = vab_core::data::split(bundle).map_err(|e| anyhow::anyhow!("{}: {e}", inputs.bundle.display()))?;
+    let (train, evals, ground_truth) = vab_core::data::split(bundle).map_err(|e| anyhow::anyhow!("{}: {e}", inputs.bundle.display()))?;
     if !resume {
         std::fs::create_dir_all(&run_dir).with_context(|| format!("{}: cannot create run directory", run_dir.display()))?;
         std::fs::write(config_path(&run_dir), &config_text).with_context(|| format!("{}: cannot write", run_dir.display()))?;
@@ -49,13 +53,36 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
     }
     let samples = config.data.train_subset.map_or(train.images.len(), |k| k.min(train.images.len()));
     eprintln!("training {:?} on {} ({samples} of {} training samples), defense {}", config.model.arch, inputs.bundle.display(), train.images.len(), inputs.defense);
+    if inputs.defense == "vab" {
+        if resume {
+            bail!("{}: V&B runs cannot be resumed yet; start it again with --out", run_dir.display());
+        }
+        return train_vab_run(&config, &inputs, &train, &evals, &ground_truth, &run_dir);
+    }
     let summary = train_baseline(&config, inputs.backend, &train, &evals, &run_dir, resume, &EpochBar::new())?;
-    let attack = match (summary.asr, summary.ra) {
-        (Some(asr), Some(ra)) => format!(" ASR {asr:.2}% RA {ra:.2}%"),
-        _ => String::new(),
-    };
-    println!("BA {:.2}%{attack} after {} epochs in {:.0} s; run directory {}", summary.ba, summary.epochs, summary.wall_s, run_dir.display());
+    println!("{} after {} epochs in {:.0} s; run directory {}", scores(&summary), summary.epochs, summary.wall_s, run_dir.display());
     Ok(())
+}
+
+/// `--defense vab`: the run, then the reporting that needs the poison flags.
+fn train_vab_run(config: &TrainConfig, inputs: &RunInputs, train: &TrainingSet, evals: &EvalSets, truth: &GroundTruth, run_dir: &Path) -> anyhow::Result<()> {
+    let members = training_members(config, train.images.len());
+    let mut log = DetectionLog::new(run_dir, members.iter().map(|&i| truth.poisoned[i]).collect())?;
+    let outcome = train_vab(config, inputs.backend, train, evals, run_dir, &EpochBar::new(), &mut log)?;
+    log.write_suspicious_csv(&outcome.split, &outcome.members)?;
+    let summary = outcome.summary(log.last.clone());
+    write_json(&run_dir.join("summary.json"), &summary)?;
+    if let Some(m) = &summary.after_stage2 {
+        println!("after stage 2: {}", m.describe());
+    }
+    let detection = summary.detection.as_ref().map_or(String::new(), |d| format!("; detection {}", d.describe()));
+    println!("{} after {} epochs in {:.0} s{detection}; run directory {}", scores(&summary.summary), summary.summary.epochs, summary.summary.wall_s, run_dir.display());
+    Ok(())
+}
+
+/// "BA …% ASR …% RA …%" of a summary.
+fn scores(s: &Summary) -> String {
+    Metrics { ba: s.ba, asr: s.asr, ra: s.ra, per_class: Vec::new() }.describe()
 }
 
 fn read(path: &Path) -> anyhow::Result<String> {

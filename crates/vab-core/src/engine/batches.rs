@@ -107,25 +107,43 @@ pub fn make_batch(set: &ImageSet, indices: &[usize], augment: Augment, norm: &No
     }
 }
 
-/// A stream seed for (seed, epoch, purpose).
-fn derive(seed: u64, epoch: usize, purpose: u64) -> u64 {
+/// A seed for one random stream of (epoch, batch, view, kind) under `seed`; the four fields sit
+/// in disjoint bit ranges of the ChaCha stream number, so no two streams coincide.
+pub fn derive(seed: u64, epoch: usize, batch: usize, view: usize, kind: u64) -> u64 {
     let mut rng = ChaCha20Rng::seed_from_u64(seed);
-    rng.set_stream((epoch as u64) << 8 | purpose);
+    rng.set_stream((epoch as u64) << 40 | (batch as u64) << 16 | (view as u64) << 8 | kind);
     rng.gen()
 }
 
 /// The order in which epoch `epoch` visits `members` (a seeded shuffle).
 pub fn epoch_order(members: &[usize], seed: u64, epoch: usize) -> Vec<usize> {
     let mut order = members.to_vec();
-    order.shuffle(&mut ChaCha20Rng::seed_from_u64(derive(seed, epoch, 1)));
+    order.shuffle(&mut ChaCha20Rng::seed_from_u64(derive(seed, epoch, 0, 0, 1)));
     order
 }
 
-/// Batches of one epoch over `members`, built on a background thread, `prefetch` ahead.
+/// The batch of `indices` in `views` independently augmented views, view after view:
+/// images [views·n, C, H, W], labels and indices repeated per view. Batch `batch` of `epoch`
+/// draws its randomness from those numbers, so it is the same whatever thread builds it.
+pub fn make_views(set: &ImageSet, indices: &[usize], views: usize, augment: Augment, norm: &Normalization, seed: u64, epoch: usize, batch: usize) -> Batch {
+    let mut all = make_batch(set, indices, augment, norm, derive(seed, epoch, batch, 0, 2));
+    for view in 1..views {
+        let next = make_batch(set, indices, augment, norm, derive(seed, epoch, batch, view, 2));
+        all.images.extend(next.images);
+        all.labels.extend(next.labels);
+        all.indices.extend(next.indices);
+        all.shape[0] += indices.len();
+    }
+    all
+}
+
+/// Batches of one epoch over `members` ([`make_views`] of `batch_size` members each), built on a
+/// background thread two batches ahead.
 pub fn epoch_batches(
     set: Arc<ImageSet>,
     members: &[usize],
     batch_size: usize,
+    views: usize,
     augment: Augment,
     norm: Normalization,
     seed: u64,
@@ -135,7 +153,7 @@ pub fn epoch_batches(
     let (tx, rx) = sync_channel(2);
     std::thread::spawn(move || {
         for (b, chunk) in order.chunks(batch_size.max(1)).enumerate() {
-            let batch = make_batch(&set, chunk, augment, &norm, derive(seed, epoch, 2 + ((b as u64) << 16)));
+            let batch = make_views(&set, chunk, views, augment, &norm, seed, epoch, b);
             if tx.send(batch).is_err() {
                 return; // the consumer stopped early
             }
@@ -166,7 +184,7 @@ mod tests {
     #[test]
     fn same_seed_same_batches_other_seed_other_batches() {
         let members: Vec<usize> = (0..10).collect();
-        let collect = |seed| epoch_batches(set(), &members, 4, Augment::CROP_FLIP, unit(), seed, 3).iter().collect::<Vec<_>>();
+        let collect = |seed| epoch_batches(set(), &members, 4, 1, Augment::CROP_FLIP, unit(), seed, 3).iter().collect::<Vec<_>>();
         let a = collect(7);
         assert_eq!(a, collect(7));
         assert_ne!(a, collect(8));
@@ -174,6 +192,17 @@ mod tests {
         let mut seen: Vec<usize> = a.iter().flat_map(|b| b.indices.clone()).collect();
         seen.sort();
         assert_eq!(seen, members, "an epoch visits every member once");
+    }
+
+    #[test]
+    fn views_repeat_the_samples_with_their_own_augmentation() {
+        let set = set();
+        let jitter = Augment { crop_padding: 1, flip: true };
+        let two = make_views(&set, &[1, 4], 2, jitter, &unit(), 9, 0, 5);
+        assert_eq!(two.shape, [4, 1, 3, 3]);
+        assert_eq!((two.indices, two.labels), (vec![1, 4, 1, 4], vec![1, 1, 1, 1]));
+        assert_eq!(two.images[..18], make_views(&set, &[1, 4], 1, jitter, &unit(), 9, 0, 5).images[..]);
+        assert_ne!(two.images[..18], two.images[18..], "views are augmented independently");
     }
 
     #[test]

@@ -24,17 +24,40 @@ pub struct Metrics {
     pub per_class: Vec<f64>,
 }
 
-/// Softmax-free predictions (argmax of the logits) of `model` for every image of `set`.
-/// `model` must be in inference form (`Module::valid`).
-pub fn predict(model: &Network, set: &ImageSet, norm: &Normalization, batch_size: usize, device: &Device) -> Vec<u16> {
+/// Runs `model` (inference form, `Module::valid`) over every image of `set` in order, handing
+/// each batch's logits to `each`.
+fn forward_all(model: &Network, set: &ImageSet, norm: &Normalization, batch_size: usize, device: &Device, mut each: impl FnMut(Tensor<2>)) {
     let indices: Vec<usize> = (0..set.len()).collect();
-    let mut predictions = Vec::with_capacity(set.len());
     for batch in plain_batches(set, &indices, batch_size, norm) {
         let x: Tensor<4> = Tensor::from_data(TensorData::new(batch.images, batch.shape), device);
-        let argmax = model.forward(x).argmax(1).into_data();
-        predictions.extend(argmax.iter::<i64>().map(|p| p as u16));
+        each(model.forward(x));
     }
+}
+
+/// Predicted classes (argmax of the logits) of `model` for every image of `set`.
+pub fn predict(model: &Network, set: &ImageSet, norm: &Normalization, batch_size: usize, device: &Device) -> Vec<u16> {
+    let mut predictions = Vec::with_capacity(set.len());
+    forward_all(model, set, norm, batch_size, device, |logits| {
+        predictions.extend(logits.argmax(1).into_data().iter::<i64>().map(|p| p as u16));
+    });
     predictions
+}
+
+/// Logits of `model` for every image of `set`, row-major [N, classes].
+pub fn logits(model: &Network, set: &ImageSet, norm: &Normalization, batch_size: usize, device: &Device) -> Vec<f32> {
+    let mut all = Vec::new();
+    forward_all(model, set, norm, batch_size, device, |logits| all.extend(logits.into_data().iter::<f32>()));
+    all
+}
+
+impl Metrics {
+    /// "BA …% ASR …% RA …%" (ASR and RA only when the bundle has an attack).
+    pub fn describe(&self) -> String {
+        match (self.asr, self.ra) {
+            (Some(asr), Some(ra)) => format!("BA {:.2}% ASR {asr:.2}% RA {ra:.2}%", self.ba),
+            _ => format!("BA {:.2}%", self.ba),
+        }
+    }
 }
 
 fn percent(hits: usize, total: usize) -> f64 {

@@ -141,7 +141,7 @@ pub fn train_baseline(config: &TrainConfig, backend: Backend, train: &TrainingSe
         progress.start(&format!("epoch {}/{epochs}", epoch + 1), batches, members.len());
         let epoch_start = Instant::now();
         let mut loss_sum = 0.0;
-        for batch in epoch_batches(train.images.clone(), &members, config.train.batch_size, augment, norm.clone(), config.train.seed, epoch).iter() {
+        for batch in epoch_batches(train.images.clone(), &members, config.train.batch_size, 1, augment, norm.clone(), config.train.seed, epoch).iter() {
             let b = batch.labels.len();
             let (next, loss) = train_step(model, &mut optim, batch, train.num_classes, lr, &device);
             model = next;
@@ -183,13 +183,7 @@ pub fn train_baseline(config: &TrainConfig, backend: Backend, train: &TrainingSe
 
 /// One human-readable line per epoch.
 pub fn epoch_line(r: &EpochRecord) -> String {
-    let scores = match &r.metrics {
-        Some(m) => match (m.asr, m.ra) {
-            (Some(asr), Some(ra)) => format!(" BA {:.2}% ASR {asr:.2}% RA {ra:.2}%", m.ba),
-            _ => format!(" BA {:.2}%", m.ba),
-        },
-        None => String::new(),
-    };
+    let scores = r.metrics.as_ref().map_or(String::new(), |m| format!(" {}", m.describe()));
     format!("epoch {} lr {:.4} loss {:.4}{scores} ({:.0} img/s)", r.epoch, r.lr, r.loss, r.img_s)
 }
 

@@ -1,11 +1,124 @@
-//! V&B (method.md §3-§7), one file per step: prediction entropy and the split ([`entropy`]),
-//! the warm-up threshold schedules ([`threshold`]), the automatic warm-up's two-component
-//! mixture ([`gmm`]), AttentionMix ([`attention_mix`]) and the suppression of eq. 10
-//! ([`suppression`]). The stages that drive them (Victim warm-up, Beneficiary training,
-//! semi-supervised suppression) are the V&B issue's remaining work.
+//! V&B (method.md §3-§7), one file per step:
+//!
+//! - [`victim`]: the Victim, its entropy refresh and stage 1 (warm-up), with [`entropy`],
+//!   [`threshold`] (warm-up schedules) and [`gmm`] (the automatic warm-up's mixture);
+//! - [`beneficiary`]: the Beneficiary's epochs of stage 2 (credible set, [`attention_mix`] or
+//!   another of [`mixes`]) and stage 3;
+//! - [`semi_supervised`]: stage 3's targets, pseudo-labels and [`suppression`] (eq. 10-11);
+//! - [`train`]: the whole run, its outputs and timings; [`config`]: the `[vab]` section.
+//!
+//! Poison flags never reach this module: a [`RefreshObserver`] supplied by the caller sees each
+//! split and may score it against the ground truth for reporting, but returns only text.
 
 pub mod attention_mix;
+pub mod beneficiary;
+pub mod config;
 pub mod entropy;
 pub mod gmm;
+pub mod mixes;
+pub mod semi_supervised;
 pub mod suppression;
 pub mod threshold;
+pub mod train;
+pub mod victim;
+
+use std::path::PathBuf;
+
+use burn::tensor::Device;
+use serde::{Deserialize, Serialize};
+
+use crate::data::TrainingSet;
+use crate::engine::batches::Normalization;
+use crate::engine::eval::Metrics;
+use crate::engine::run::append_jsonl;
+use crate::engine::progress::TrainProgress;
+use crate::error::Result;
+use crate::models::Arch;
+
+/// What every stage needs: the training samples, their normalisation, the devices, the seed.
+pub struct Context<'a> {
+    /// The samples V&B trains on (a subset already materialised when `data.train_subset` is set).
+    pub train: TrainingSet,
+    pub arch: Arch,
+    pub norm: Normalization,
+    /// Training device (autodiff).
+    pub device: Device,
+    /// Inference device.
+    pub inference: Device,
+    pub seed: u64,
+    pub eval_batch_size: usize,
+    pub progress: &'a dyn TrainProgress,
+    /// The run's `metrics.jsonl`.
+    pub metrics: PathBuf,
+}
+
+impl Context<'_> {
+    /// Appends `event` to `metrics.jsonl`.
+    pub fn record(&self, event: &Event) -> Result<()> {
+        append_jsonl(&self.metrics, event)
+    }
+}
+
+/// One line of a V&B run's `metrics.jsonl`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    Victim { epoch: usize, samples: usize, loss: f64 },
+    Refresh { refresh: usize, stage: Stage, beneficiary_epoch: usize, t_f: f64, suspicious: usize, credible: usize },
+    Beneficiary {
+        epoch: usize,
+        stage: Stage,
+        lr: f64,
+        loss: f64,
+        img_s: f64,
+        #[serde(flatten)]
+        metrics: Option<Metrics>,
+    },
+}
+
+
+/// Which stage a refresh belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stage {
+    WarmUp,
+    Clean,
+    Suppression,
+}
+
+impl std::fmt::Display for Stage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Stage::WarmUp => "stage 1, warm-up",
+            Stage::Clean => "stage 2, clean training",
+            Stage::Suppression => "stage 3, suppression",
+        })
+    }
+}
+
+/// One entropy refresh and the split it produced.
+pub struct RefreshEvent<'a> {
+    /// 1-based count of refreshes.
+    pub refresh: usize,
+    pub stage: Stage,
+    /// Victim epochs trained before this refresh.
+    pub victim_epochs: usize,
+    /// Beneficiary epochs trained before this refresh.
+    pub beneficiary_epoch: usize,
+    pub split: &'a victim::Split,
+}
+
+/// Watches the splits (reporting only). Returns a short text for the log, e.g. detection
+/// figures; V&B never reads anything else from it.
+pub trait RefreshObserver {
+    fn refresh(&mut self, event: &RefreshEvent) -> Result<String>;
+}
+
+/// An observer that records nothing.
+pub struct Unobserved;
+
+impl RefreshObserver for Unobserved {
+    fn refresh(&mut self, _: &RefreshEvent) -> Result<String> {
+        Ok(String::new())
+    }
+}

@@ -5,35 +5,49 @@
 //! - `code_steps` (the authors' code): t_f = max(1 - `step`·epoch, `end`) (CIFAR-10: step 0.4,
 //!   end 0.2, i.e. 0.6 then 0.2; ImageNet: step 0.1, end 0.4), then stays at `end`.
 //!
+//! - `auto` (paper appendix A.3, see [`super::gmm`]): no schedule; a two-component mixture
+//!   fitted to the entropies decides when warm-up ends and fixes t_f, within `max_epochs`.
+//!
 //! Epoch 0 trains the Victim on everything, so the schedules start at warm-up epoch 1.
 
 use serde::{Deserialize, Serialize};
 
-/// A warm-up threshold schedule (config `threshold_schedule`).
+/// How the Victim warms up (config `vab.warmup`).
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum ThresholdSchedule {
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Warmup {
     PaperLinear { end: f64, epochs: usize },
     CodeSteps { step: f64, end: f64 },
+    Auto { max_epochs: usize },
 }
 
-impl ThresholdSchedule {
-    /// t_f for warm-up epoch `epoch` (1-based); later epochs get the final value.
-    pub fn t_f(&self, epoch: usize) -> f64 {
+impl Default for Warmup {
+    /// The authors' CIFAR-10 schedule.
+    fn default() -> Self {
+        Warmup::CodeSteps { step: 0.4, end: 0.2 }
+    }
+}
+
+impl Warmup {
+    /// t_f for warm-up epoch `epoch` (1-based); later epochs get the final value. `None` for
+    /// `auto`, whose threshold comes from the mixture.
+    pub fn t_f(&self, epoch: usize) -> Option<f64> {
         match *self {
-            ThresholdSchedule::PaperLinear { end, epochs } => {
+            Warmup::PaperLinear { end, epochs } => {
                 let progress = epoch.min(epochs.max(1)) as f64 / epochs.max(1) as f64;
-                1.0 - (1.0 - end) * progress
+                Some(1.0 - (1.0 - end) * progress)
             }
-            ThresholdSchedule::CodeSteps { step, end } => (1.0 - step * epoch as f64).max(end),
+            Warmup::CodeSteps { step, end } => Some((1.0 - step * epoch as f64).max(end)),
+            Warmup::Auto { .. } => None,
         }
     }
 
-    /// Warm-up epochs after epoch 0 until t_f reaches its final value.
+    /// Warm-up epochs after epoch 0 (for `auto`, the most it may take).
     pub fn warmup_epochs(&self) -> usize {
         match *self {
-            ThresholdSchedule::PaperLinear { epochs, .. } => epochs,
-            ThresholdSchedule::CodeSteps { step, end } => ((1.0 - end) / step - 1e-9).ceil().max(0.0) as usize,
+            Warmup::PaperLinear { epochs, .. } => epochs,
+            Warmup::CodeSteps { step, end } => ((1.0 - end) / step - 1e-9).ceil().max(0.0) as usize,
+            Warmup::Auto { max_epochs } => max_epochs,
         }
     }
 }
@@ -44,21 +58,22 @@ mod tests {
 
     #[test]
     fn code_steps_give_the_authors_values() {
-        let cifar = ThresholdSchedule::CodeSteps { step: 0.4, end: 0.2 };
-        let values: Vec<f64> = (1..=4).map(|e| cifar.t_f(e)).collect();
+        let cifar = Warmup::default();
+        let values: Vec<f64> = (1..=4).map(|e| cifar.t_f(e).unwrap()).collect();
         assert!(values.iter().zip([0.6, 0.2, 0.2, 0.2]).all(|(a, b)| (a - b).abs() < 1e-12), "{values:?}");
         assert_eq!(cifar.warmup_epochs(), 2);
-        let imagenet = ThresholdSchedule::CodeSteps { step: 0.1, end: 0.4 };
-        assert!((imagenet.t_f(3) - 0.7).abs() < 1e-12 && (imagenet.t_f(9) - 0.4).abs() < 1e-12);
+        let imagenet = Warmup::CodeSteps { step: 0.1, end: 0.4 };
+        assert!((imagenet.t_f(3).unwrap() - 0.7).abs() < 1e-12 && (imagenet.t_f(9).unwrap() - 0.4).abs() < 1e-12);
         assert_eq!(imagenet.warmup_epochs(), 6);
     }
 
     #[test]
     fn paper_linear_reaches_the_end_after_its_epochs() {
-        let s = ThresholdSchedule::PaperLinear { end: 0.2, epochs: 3 };
-        let values: Vec<f64> = (1..=4).map(|e| s.t_f(e)).collect();
+        let s = Warmup::PaperLinear { end: 0.2, epochs: 3 };
+        let values: Vec<f64> = (1..=4).map(|e| s.t_f(e).unwrap()).collect();
         let expected = [1.0 - 0.8 / 3.0, 1.0 - 1.6 / 3.0, 0.2, 0.2];
         assert!(values.iter().zip(expected).all(|(a, b)| (a - b).abs() < 1e-12), "{values:?}");
         assert_eq!(s.warmup_epochs(), 3);
+        assert_eq!(Warmup::Auto { max_epochs: 6 }.t_f(1), None);
     }
 }

@@ -1,0 +1,144 @@
+//! Reporting of V&B's splits against the bundle's poison flags: per refresh a line of
+//! `refreshes.jsonl` (sizes, t_f, detection precision/recall/FPR) and a clean-vs-poisoned
+//! entropy histogram `entropy/refresh-NN.png` (like paper Fig. 1 and 4); at the end
+//! `suspicious.csv`. The flags stay here; V&B only ever receives the log line.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde::Serialize;
+use vab_core::defenses::vab::victim::Split;
+use vab_core::defenses::vab::{RefreshEvent, RefreshObserver, Stage};
+use vab_core::detection::Detection;
+use vab_core::engine::run::append_jsonl;
+
+use crate::grid::{Canvas, GLYPH};
+
+/// Histogram bins over normalised entropy [0, 1].
+const BINS: usize = 50;
+const CLEAN: [u8; 3] = [70, 130, 180];
+const POISONED: [u8; 3] = [215, 48, 39];
+
+/// One line of `refreshes.jsonl`.
+#[derive(Serialize)]
+struct RefreshLine {
+    refresh: usize,
+    stage: Stage,
+    victim_epochs: usize,
+    beneficiary_epoch: usize,
+    t_f: f64,
+    #[serde(flatten)]
+    detection: Detection,
+}
+
+/// Scores and draws every refresh of one run.
+pub struct DetectionLog {
+    run: PathBuf,
+    /// Poison flag of each training sample V&B sees (aligned with its indices).
+    poisoned: Vec<bool>,
+    /// Detection of the latest split.
+    pub last: Option<Detection>,
+}
+
+impl DetectionLog {
+    /// `poisoned` must be aligned with the samples V&B trains on.
+    pub fn new(run: &Path, poisoned: Vec<bool>) -> anyhow::Result<Self> {
+        let _ = std::fs::remove_file(run.join("refreshes.jsonl"));
+        std::fs::create_dir_all(run.join("entropy")).with_context(|| format!("{}: cannot create", run.join("entropy").display()))?;
+        Ok(Self { run: run.to_path_buf(), poisoned, last: None })
+    }
+
+    fn flags(split: &Split) -> Vec<bool> {
+        let mut flags = vec![false; split.normalised.len()];
+        for &i in &split.suspicious {
+            flags[i] = true;
+        }
+        flags
+    }
+
+    /// Writes `suspicious.csv`: every training sample, most suspicious (lowest entropy) first,
+    /// with its bundle index, normalised entropy, split side and poison flag.
+    pub fn write_suspicious_csv(&self, split: &Split, members: &[usize]) -> anyhow::Result<()> {
+        let path = self.run.join("suspicious.csv");
+        let flags = Self::flags(split);
+        let mut order: Vec<usize> = (0..split.normalised.len()).collect();
+        order.sort_by(|&a, &b| split.normalised[a].total_cmp(&split.normalised[b]));
+        let mut out = String::from("index,entropy,suspicious,poisoned\n");
+        for i in order {
+            out.push_str(&format!("{},{:.6},{},{}\n", members[i], split.normalised[i], flags[i] as u8, self.poisoned[i] as u8));
+        }
+        let mut file = std::fs::File::create(&path).with_context(|| format!("{}: cannot create", path.display()))?;
+        file.write_all(out.as_bytes()).with_context(|| format!("{}: cannot write", path.display()))
+    }
+}
+
+impl RefreshObserver for DetectionLog {
+    fn refresh(&mut self, event: &RefreshEvent) -> vab_core::Result<String> {
+        let split = event.split;
+        let detection = Detection::score(&Self::flags(split), &self.poisoned);
+        let line = RefreshLine { refresh: event.refresh, stage: event.stage, victim_epochs: event.victim_epochs, beneficiary_epoch: event.beneficiary_epoch, t_f: split.t_f, detection: detection.clone() };
+        append_jsonl(&self.run.join("refreshes.jsonl"), &line)?;
+        let png = self.run.join("entropy").join(format!("refresh-{:02}.png", event.refresh));
+        let title = format!("refresh {} ({}), Beneficiary epoch {}", event.refresh, event.stage, event.beneficiary_epoch);
+        histogram(&split.normalised, &self.poisoned, split.t_f, &title).save(&png).map_err(|e| vab_core::CoreError::file(&png, e))?;
+        let text = detection.describe();
+        self.last = Some(detection);
+        Ok(text)
+    }
+}
+
+/// Counts per bin of the values whose flag equals `which`.
+fn counts(values: &[f64], flags: &[bool], which: bool) -> Vec<usize> {
+    let mut bins = vec![0; BINS];
+    for (v, _) in values.iter().zip(flags).filter(|(_, &f)| f == which) {
+        bins[((v * BINS as f64) as usize).min(BINS - 1)] += 1;
+    }
+    bins
+}
+
+/// Clean (blue) and poisoned (red) histograms of normalised entropy side by side in each bin,
+/// with the split threshold t_f as a dashed line.
+fn histogram(values: &[f64], poisoned: &[bool], t_f: f64, title: &str) -> Canvas {
+    let (left, top, bin_w, height) = (48, 36, 9, 220);
+    let width = left + BINS * bin_w + 24;
+    let mut canvas = Canvas::new(width, top + height + 40);
+    let (clean, bad) = (counts(values, poisoned, false), counts(values, poisoned, true));
+    let max = clean.iter().chain(&bad).copied().max().unwrap_or(0).max(1);
+    let bar = |count: usize| count * height / max;
+    for b in 0..BINS {
+        let x = left + b * bin_w;
+        canvas.fill(x, top + height - bar(clean[b]), bin_w / 2, bar(clean[b]), CLEAN);
+        canvas.fill(x + bin_w / 2, top + height - bar(bad[b]), bin_w / 2, bar(bad[b]), POISONED);
+    }
+    canvas.fill(left, top + height, BINS * bin_w, 1, [0, 0, 0]);
+    canvas.fill(left - 1, top, 1, height, [0, 0, 0]);
+    let threshold_x = left + ((t_f.clamp(0.0, 1.0)) * (BINS * bin_w) as f64) as usize;
+    for y in (top..top + height).step_by(6) {
+        canvas.fill(threshold_x, y, 1, 3, [0, 0, 0]);
+    }
+    canvas.text(title, 4, 4);
+    canvas.text(&format!("{max}"), 4, top);
+    canvas.text("0", 4, top + height - GLYPH);
+    canvas.text("0", left, top + height + 4);
+    canvas.text("1", left + BINS * bin_w - GLYPH, top + height + 4);
+    canvas.text(&format!("t_f={t_f:.2}"), threshold_x.saturating_sub(4 * GLYPH).max(left), top + height + 4);
+    let legend_y = top + height + 20;
+    canvas.fill(left, legend_y, GLYPH, GLYPH, CLEAN);
+    canvas.text("clean", left + 12, legend_y);
+    canvas.fill(left + 70, legend_y, GLYPH, GLYPH, POISONED);
+    canvas.text("poisoned   x: normalised entropy", left + 82, legend_y);
+    canvas
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bins_cover_zero_to_one_inclusive() {
+        let c = counts(&[0.0, 0.019, 0.02, 0.5, 1.0], &[false, false, false, true, false], false);
+        assert_eq!((c[0], c[1], c[BINS - 1]), (2, 1, 1));
+        assert_eq!(c.iter().sum::<usize>(), 4);
+    }
+}

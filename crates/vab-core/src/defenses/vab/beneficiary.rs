@@ -1,0 +1,137 @@
+//! Method.md §5-§7, the Beneficiary F_b's epochs.
+//!
+//! Stage 2: every batch holds `views` independently augmented views of credible images with
+//! their one-hot labels; a no-grad pass gives the Beneficiary's own final feature maps, from
+//! which AttentionMix (or the configured mix) builds mixed images and soft targets; the loss is
+//! the soft cross-entropy L_mix.
+//!
+//! Stage 3 adds, per iteration, a batch of suspicious images without labels: K augmented
+//! views, pseudo-labelled by a no-grad pass and suppressed by the Victim
+//! ([`super::semi_supervised`]); credible labels are suppressed before mixing. The loss is
+//! L = L_mix + α·L_u (eq. 11). Both no-grad passes run the Beneficiary in train mode, as the
+//! authors' code does (the feature pass may use eval mode, `vab.attention_features`).
+//!
+//! Each group (mixed views, unlabelled views) goes through the network as one batch, so batch
+//! norm sees the statistics of the group; the authors' code passes each view separately.
+
+use std::time::Instant;
+
+use burn::module::Module;
+use burn::optim::{GradientsParams, ModuleOptimizer};
+use burn::tensor::{Tensor, TensorData};
+use rand::SeedableRng;
+use rand_chacha::ChaCha20Rng;
+
+use super::attention_mix::attention_maps;
+use super::config::{FeatureMode, MixKind, VabConfig};
+use super::mixes;
+use super::semi_supervised::{credible_targets, unlabelled_batch, unlabelled_batch_size, unlabelled_targets};
+use super::victim::Split;
+use super::Context;
+use crate::config::TrainConfig;
+use crate::engine::batches::{derive, epoch_batches, epoch_order, make_views, Batch};
+use crate::engine::loss::soft_cross_entropy;
+use crate::engine::optim;
+use crate::models::Network;
+
+/// Seed of the Beneficiary's streams, apart from the Victim's.
+const STREAM: u64 = 0x6265_6e65_6669;
+
+/// What a stage-3 epoch adds to a stage-2 epoch.
+pub struct Suppression {
+    /// Weight of the unlabelled loss (eq. 11); `None` trains on the credible set alone (the
+    /// ablation without SST).
+    pub alpha: Option<f64>,
+    /// Suppress credible labels / suspicious pseudo-labels (eq. 10) at this temperature.
+    pub credible: Option<f64>,
+    pub suspicious: Option<f64>,
+}
+
+/// Figures of one Beneficiary epoch.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct EpochStats {
+    pub loss: f64,
+    /// Images through a training forward pass per second.
+    pub img_s: f64,
+}
+
+/// The Beneficiary network and its optimiser.
+pub struct Beneficiary {
+    pub model: Network,
+    optim: ModuleOptimizer,
+}
+
+impl Beneficiary {
+    pub fn new(ctx: &Context, config: &TrainConfig) -> Self {
+        let model = Network::new(ctx.arch, ctx.train.images.shape().channels, ctx.train.num_classes, &ctx.device);
+        Self { model, optim: optim::build(&config.train.optimizer) }
+    }
+
+    /// Trains one epoch (1-based `epoch`) on the credible set of `split`; in stage 3 also on its
+    /// suspicious set, per `suppression`.
+    pub fn train_epoch(&mut self, ctx: &Context, config: &TrainConfig, vab: &VabConfig, epoch: usize, lr: f64, split: &Split, suppression: Option<&Suppression>) -> EpochStats {
+        let start = Instant::now();
+        let seed = ctx.seed ^ STREAM;
+        let batch_size = config.train.batch_size;
+        let labelled_batches = split.credible.len().div_ceil(batch_size);
+        let alpha = suppression.and_then(|s| s.alpha);
+        let unlabelled_size = if alpha.is_some() { unlabelled_batch_size(split.suspicious.len(), labelled_batches) } else { 0 };
+        let unlabelled_order = epoch_order(&split.suspicious, seed ^ 1, epoch);
+        let samples = split.credible.len() * vab.views + labelled_batches * unlabelled_size * vab.unlabelled_views;
+        let stage = if suppression.is_some() { 3 } else { 2 };
+        let label = format!("beneficiary epoch {epoch}/{} (stage {stage})", config.train.epochs);
+        ctx.progress.start(&label, labelled_batches, samples);
+        let (mut loss_sum, mut seen) = (0.0, 0usize);
+        let batches = epoch_batches(ctx.train.images.clone(), &split.credible, batch_size, vab.views, config.train.augment, ctx.norm.clone(), seed, epoch);
+        for (b, batch) in batches.iter().enumerate() {
+            let unlabelled = (unlabelled_size > 0).then(|| {
+                let indices = unlabelled_batch(&unlabelled_order, b, unlabelled_size);
+                make_views(&ctx.train.images, &indices, vab.unlabelled_views, config.train.augment, &ctx.norm, seed ^ 2, epoch, b)
+            });
+            let images = batch.labels.len() + unlabelled.as_ref().map_or(0, |u| u.labels.len());
+            let mut rng = ChaCha20Rng::seed_from_u64(derive(seed, epoch, b, 0, 3));
+            let loss = self.step(ctx, vab, batch, unlabelled, split, suppression, alpha.unwrap_or(0.0), lr, &mut rng);
+            loss_sum += loss as f64 * images as f64;
+            seen += images;
+            ctx.progress.batch(images, loss);
+        }
+        let stats = EpochStats { loss: loss_sum / seen.max(1) as f64, img_s: seen as f64 / start.elapsed().as_secs_f64() };
+        ctx.progress.finish(&format!("{label}: lr {lr:.4} loss {:.4} ({:.0} img/s)", stats.loss, stats.img_s));
+        stats
+    }
+
+    /// One optimisation step; returns the loss.
+    #[allow(clippy::too_many_arguments)]
+    fn step(&mut self, ctx: &Context, vab: &VabConfig, batch: Batch, unlabelled: Option<Batch>, split: &Split, suppression: Option<&Suppression>, alpha: f64, lr: f64, rng: &mut ChaCha20Rng) -> f32 {
+        let k = ctx.train.num_classes;
+        let device = &ctx.device;
+        let tensor = |images: Vec<f32>, shape: [usize; 4]| Tensor::<4>::from_data(TensorData::new(images, shape), device);
+        let targets = credible_targets(&batch.labels, &batch.indices, k, &split.logits, suppression.and_then(|s| s.credible));
+        let maps = matches!(vab.mix, MixKind::AttentionMix | MixKind::AttentiveCutmix).then(|| {
+            let features = match vab.attention_features {
+                FeatureMode::Train => self.model.features(tensor(batch.images.clone(), batch.shape)).into_data(),
+                FeatureMode::Eval => {
+                    let x = Tensor::<4>::from_data(TensorData::new(batch.images.clone(), batch.shape), &ctx.inference);
+                    self.model.valid().features(x).into_data()
+                }
+            };
+            let dims: [usize; 4] = features.shape().as_slice().try_into().expect("feature maps are 4-d");
+            attention_maps(&features.try_to_vec::<f32>().expect("f32 features"), dims, [batch.shape[2], batch.shape[3]], vab.attention_upsample)
+        });
+        let mixed = mixes::apply(vab.mix, &batch.images, batch.shape, &targets, k, maps.as_deref(), vab.t_m, rng);
+        let y = Tensor::<2>::from_data(TensorData::new(mixed.targets, [batch.shape[0], k]), device);
+        let mut loss = soft_cross_entropy(self.model.forward(tensor(mixed.images, batch.shape)), y);
+        if let Some(u) = unlabelled {
+            let x = tensor(u.images, u.shape);
+            let n = u.indices.len() / vab.unlabelled_views;
+            let pseudo = self.model.forward(x.clone()).into_data().try_to_vec::<f32>().expect("f32 logits");
+            let targets_u = unlabelled_targets(&pseudo, &u.indices[..n], vab.unlabelled_views, k, &split.logits, suppression.and_then(|s| s.suspicious));
+            let y = Tensor::<2>::from_data(TensorData::new(targets_u, [u.shape[0], k]), device);
+            loss = loss + soft_cross_entropy(self.model.forward(x), y).mul_scalar(alpha);
+        }
+        let value = loss.to_data().iter::<f32>().next().unwrap_or(f32::NAN);
+        let grads = GradientsParams::from_grads(loss.backward(), &self.model);
+        self.model = self.optim.step(lr, self.model.clone(), grads);
+        value
+    }
+}

@@ -1,0 +1,184 @@
+//! Method.md §3-§4: the Victim F_v, its entropy refresh and stage 1 (warming up).
+//!
+//! The Victim trains with Adam at a constant rate on hard labels, without augmentation (the
+//! authors' code). A refresh computes e_i = -Σ_k p_ik ln p_ik for every training sample with
+//! the Victim in eval mode on the un-augmented image, smooths it over refreshes
+//! (e ← m·e_new + (1-m)·e_prev), min-max normalises it and splits at t_f:
+//! suspicious D_s = {e_norm ≤ t_f}, credible D_c = the rest.
+//!
+//! Stage 1: epoch 0 trains on everything; each warm-up epoch w ≥ 1 refreshes with the
+//! schedule's t_f(w) and trains on D_s; a last refresh at the final t_f gives the split stage 2
+//! starts from. With `auto`, each refresh fits a two-component mixture to the normalised
+//! entropies instead: once μ1 + 3σ1 < μ2, t_f = μ1 + 0.5σ1 is fixed; until then the Victim
+//! trains on the samples the low component claims.
+
+use burn::module::Module;
+use burn::optim::ModuleOptimizer;
+
+use super::config::{VabConfig, VictimParams};
+use super::entropy;
+use super::gmm::Mixture;
+use super::threshold::Warmup;
+use super::{Context, Event, RefreshEvent, RefreshObserver, Stage};
+use crate::config::OptimizerConfig;
+use crate::engine::batches::epoch_batches;
+use crate::engine::eval::logits;
+use crate::engine::optim;
+use crate::engine::step::train_step;
+use crate::error::Result;
+use crate::models::Network;
+
+/// EM iterations allowed per mixture fit.
+const EM_ITERATIONS: usize = 500;
+
+/// The current split of the training set.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Split {
+    pub t_f: f64,
+    /// Normalised (smoothed) entropy of every training sample.
+    pub normalised: Vec<f64>,
+    /// The Victim's logits for every training sample (eval mode, un-augmented), row-major
+    /// [N, K]; the suppression of stage 3 reads them.
+    pub logits: Vec<f32>,
+    pub suspicious: Vec<usize>,
+    pub credible: Vec<usize>,
+}
+
+impl Split {
+    /// Splits at `t_f`.
+    pub fn at(t_f: f64, normalised: Vec<f64>, logits: Vec<f32>) -> Self {
+        let flags = entropy::suspicious(&normalised, t_f);
+        let (suspicious, credible) = (0..flags.len()).partition(|&i| flags[i]);
+        Self { t_f, normalised, logits, suspicious, credible }
+    }
+}
+
+/// The Victim network and the state its refreshes carry.
+pub struct Victim {
+    pub model: Network,
+    optim: ModuleOptimizer,
+    params: VictimParams,
+    /// Smoothed, unnormalised entropies of the last refresh.
+    smoothed: Option<Vec<f64>>,
+    /// Epochs trained so far (numbers the batch streams).
+    pub epochs: usize,
+    /// Refreshes so far.
+    pub refreshes: usize,
+}
+
+/// Seed of the Victim's batch streams, apart from the Beneficiary's.
+const STREAM: u64 = 0x7669_6374_696d;
+
+impl Victim {
+    /// A fresh Victim of the configured architecture.
+    pub fn new(ctx: &Context, params: &VictimParams) -> Self {
+        let model = Network::new(ctx.arch, ctx.train.images.shape().channels, ctx.train.num_classes, &ctx.device);
+        let optim = optim::build(&OptimizerConfig::Adam { weight_decay: params.weight_decay });
+        Self { model, optim, params: params.clone(), smoothed: None, epochs: 0, refreshes: 0 }
+    }
+
+    /// One epoch of cross-entropy on `members` (indices into the training set).
+    pub fn train_epoch(&mut self, ctx: &Context, members: &[usize]) -> Result<()> {
+        let label = format!("victim epoch {} ({} samples)", self.epochs, members.len());
+        ctx.progress.start(&label, members.len().div_ceil(self.params.batch_size), members.len());
+        let mut loss_sum = 0.0;
+        let batches = epoch_batches(ctx.train.images.clone(), members, self.params.batch_size, 1, self.params.augment, ctx.norm.clone(), ctx.seed ^ STREAM, self.epochs);
+        for batch in batches.iter() {
+            let b = batch.labels.len();
+            let model = self.model.clone();
+            let (next, loss) = train_step(model, &mut self.optim, batch, ctx.train.num_classes, self.params.lr, &ctx.device);
+            self.model = next;
+            loss_sum += loss as f64 * b as f64;
+            ctx.progress.batch(b, loss);
+        }
+        let loss = loss_sum / members.len().max(1) as f64;
+        ctx.progress.finish(&format!("{label}: loss {loss:.4}"));
+        ctx.record(&Event::Victim { epoch: self.epochs, samples: members.len(), loss })?;
+        self.epochs += 1;
+        Ok(())
+    }
+
+    /// Entropies of every training sample under the current Victim: smoothed with the previous
+    /// refresh and min-max normalised. Returns (normalised, logits).
+    pub fn refresh(&mut self, ctx: &Context, momentum: f64) -> (Vec<f64>, Vec<f32>) {
+        let logits = logits(&self.model.valid(), &ctx.train.images, &ctx.norm, ctx.eval_batch_size, &ctx.inference);
+        let fresh = entropy::entropies(&logits, ctx.train.num_classes);
+        let smoothed = entropy::smooth(&fresh, self.smoothed.as_deref(), momentum);
+        let normalised = entropy::normalise(&smoothed);
+        self.smoothed = Some(smoothed);
+        self.refreshes += 1;
+        (normalised, logits)
+    }
+
+    /// Refreshes and splits at `t_f`, telling `observer`.
+    pub fn resplit(&mut self, ctx: &Context, config: &VabConfig, t_f: f64, stage: Stage, beneficiary_epoch: usize, observer: &mut dyn RefreshObserver) -> Result<Split> {
+        let (normalised, logits) = self.refresh(ctx, config.entropy_momentum);
+        let split = Split::at(t_f, normalised, logits);
+        self.tell(ctx, observer, &split, stage, beneficiary_epoch)?;
+        Ok(split)
+    }
+
+    fn tell(&self, ctx: &Context, observer: &mut dyn RefreshObserver, split: &Split, stage: Stage, beneficiary_epoch: usize) -> Result<()> {
+        let (t_f, suspicious, credible) = (split.t_f, split.suspicious.len(), split.credible.len());
+        ctx.record(&Event::Refresh { refresh: self.refreshes, stage, beneficiary_epoch, t_f, suspicious, credible })?;
+        let event = RefreshEvent { refresh: self.refreshes, stage, victim_epochs: self.epochs, beneficiary_epoch, split };
+        let line = observer.refresh(&event)?;
+        ctx.progress.finish(&format!(
+            "refresh {} ({stage}): t_f {:.3}, {} suspicious / {} credible{}{line}",
+            self.refreshes,
+            split.t_f,
+            split.suspicious.len(),
+            split.credible.len(),
+            if line.is_empty() { "" } else { "; " },
+        ));
+        Ok(())
+    }
+}
+
+/// Stage 1: warms the Victim up and returns the split stage 2 starts from.
+pub fn warm_up(victim: &mut Victim, ctx: &Context, config: &VabConfig, observer: &mut dyn RefreshObserver) -> Result<Split> {
+    let everyone: Vec<usize> = (0..ctx.train.images.len()).collect();
+    victim.train_epoch(ctx, &everyone)?;
+    match config.warmup {
+        Warmup::Auto { max_epochs } => auto_warm_up(victim, ctx, config, max_epochs, observer),
+        schedule => {
+            for w in 1..=schedule.warmup_epochs() {
+                let t_f = schedule.t_f(w).expect("a scheduled warm-up has thresholds");
+                let split = victim.resplit(ctx, config, t_f, Stage::WarmUp, 0, observer)?;
+                victim.train_epoch(ctx, &split.suspicious)?;
+            }
+            let t_f = schedule.t_f(schedule.warmup_epochs() + 1).expect("a scheduled warm-up has thresholds");
+            victim.resplit(ctx, config, t_f, Stage::WarmUp, 0, observer)
+        }
+    }
+}
+
+/// The automatic warm-up (method.md §4.3).
+fn auto_warm_up(victim: &mut Victim, ctx: &Context, config: &VabConfig, max_epochs: usize, observer: &mut dyn RefreshObserver) -> Result<Split> {
+    for w in 1..=max_epochs + 1 {
+        let (normalised, logits) = victim.refresh(ctx, config.entropy_momentum);
+        let Some(mixture) = Mixture::fit(&normalised, EM_ITERATIONS) else {
+            // Fewer than two samples: nothing to separate.
+            let split = Split::at(0.0, normalised, logits);
+            victim.tell(ctx, observer, &split, Stage::WarmUp, 0)?;
+            return Ok(split);
+        };
+        let fit = format!("low N({:.3}, {:.3}²), high N({:.3}, {:.3}²)", mixture.low.mean, mixture.low.std, mixture.high.mean, mixture.high.std);
+        if mixture.separated() || w > max_epochs {
+            if !mixture.separated() {
+                ctx.progress.finish(&format!(
+                    "warning: automatic warm-up: the entropy mixture did not separate in {max_epochs} epochs ({fit}; needs μ1 + 3σ1 < μ2). \
+                     The training set may hold no poison; continuing with t_f = μ1 + 0.5σ1 = {:.3}. Raise vab.warmup.max_epochs or use a scheduled warm-up to change this.",
+                    mixture.threshold()
+                ));
+            }
+            let split = Split::at(mixture.threshold(), normalised, logits);
+            victim.tell(ctx, observer, &split, Stage::WarmUp, 0)?;
+            return Ok(split);
+        }
+        let low: Vec<usize> = (0..normalised.len()).filter(|&i| mixture.is_low(normalised[i])).collect();
+        ctx.progress.finish(&format!("warm-up {w}: not separated yet ({fit}); training the Victim on the {} samples of the low component", low.len()));
+        victim.train_epoch(ctx, &low)?;
+    }
+    unreachable!("the loop returns by its last iteration")
+}

@@ -1,0 +1,153 @@
+//! Whole V&B runs on a small synthetic poisoned set: the run finishes with every output and
+//! event, a tiny suspicious set does not crash stage 3, the automatic warm-up ends within its
+//! cap, and the same seed gives the same model. Detection quality is checked on real CIFAR-10
+//! (vab-cli's tests): on toy data whole classes are learnt with near-zero entropy, which min-max
+//! normalisation cannot separate from the trigger.
+
+use std::sync::{Arc, Mutex};
+
+use vab_attacks::poison::LabelRule;
+use vab_core::backend::Backend;
+use vab_core::config::TrainConfig;
+use vab_core::data::{EvalSets, TrainingSet};
+use vab_core::defenses::vab::train::{train_vab, Outcome};
+use vab_core::defenses::vab::Unobserved;
+use vab_core::detection::Detection;
+use vab_core::engine::progress::Silent;
+use vab_data::{ImageSet, ImageShape};
+
+const CONFIG: &str = r#"
+[model]
+arch = "small"
+[train]
+epochs = 4
+batch_size = 32
+lr = 0.05
+seed = 3
+[train.augment]
+crop_padding = 0
+flip = false
+[train.optimizer]
+kind = "sgd"
+momentum = 0.9
+weight_decay = 5e-4
+[train.schedule]
+kind = "cosine"
+min_lr = 0.0
+[data]
+eval_batch_size = 200
+eval_every = 2
+[vab]
+stage2_epochs = 2
+refresh_every = 1
+views = 2
+[vab.victim]
+lr = 1e-3
+weight_decay = 5e-4
+batch_size = 32
+augment = { crop_padding = 0, flip = false }
+"#;
+
+const SHAPE: ImageShape = ImageShape { channels: 3, height: 16, width: 16 };
+const CLASSES: usize = 4;
+
+/// Class k brightens rows 4k..4k+4 by an amount that differs per image; pixels carry
+/// deterministic noise. Poisoned images get a
+/// black-and-white 3×3 checkerboard in the top-left corner.
+fn image(class: usize, salt: usize, poisoned: bool) -> Vec<u8> {
+    (0..SHAPE.len())
+        .map(|p| {
+            let (y, x) = (p / 16 % 16, p % 16);
+            if poisoned && y < 3 && x < 3 {
+                return if (x + y) % 2 == 0 { 255 } else { 0 };
+            }
+            let noise = (p * 7919 + salt * 104_729) % 61;
+            // Signal strength varies per image, so confidence varies within every class.
+            let signal = 10 + salt * 37 % 90;
+            (if y / 4 == class { 60 + signal + noise } else { 60 + noise }) as u8
+        })
+        .collect()
+}
+
+fn set(images: Vec<Vec<u8>>, labels: Vec<u16>) -> Arc<ImageSet> {
+    Arc::new(ImageSet::new(SHAPE, images.concat(), labels).unwrap())
+}
+
+/// 800 training samples of which every tenth (not of class 0) is poisoned and relabelled 0.
+fn data(poison: bool) -> (TrainingSet, EvalSets, Vec<bool>) {
+    let n = 800;
+    let poisoned: Vec<bool> = (0..n).map(|i| poison && i % 10 == 3 && i % CLASSES != 0).collect();
+    let labels: Vec<u16> = (0..n).map(|i| if poisoned[i] { 0 } else { (i % CLASSES) as u16 }).collect();
+    let train = set((0..n).map(|i| image(i % CLASSES, i, poisoned[i])).collect(), labels);
+    let test = set((0..200).map(|i| image(i % CLASSES, 10_000 + i, false)).collect(), (0..200).map(|i| (i % CLASSES) as u16).collect());
+    let triggered_ids: Vec<usize> = (0..200).filter(|i| i % CLASSES != 0).collect();
+    let triggered = set(triggered_ids.iter().map(|&i| image(i % CLASSES, 20_000 + i, true)).collect(), triggered_ids.iter().map(|&i| (i % CLASSES) as u16).collect());
+    let attack = poison.then_some((LabelRule::AllToOne, 0));
+    (TrainingSet { images: train, num_classes: CLASSES }, EvalSets { test, triggered, attack, num_classes: CLASSES }, poisoned)
+}
+
+/// Runs one at a time: the device's random generator is shared by the whole process, so two
+/// runs on parallel test threads would interleave their draws.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn run(config: &str, poison: bool, dir: &std::path::Path) -> (Outcome, Vec<bool>) {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let config = TrainConfig::from_toml(config).unwrap();
+    let (train, evals, poisoned) = data(poison);
+    let outcome = train_vab(&config, Backend::Flex, &train, &evals, dir, &Silent, &mut Unobserved).unwrap();
+    (outcome, poisoned)
+}
+
+fn flags(outcome: &Outcome) -> Vec<bool> {
+    let mut flags = vec![false; outcome.members.len()];
+    outcome.split.suspicious.iter().for_each(|&i| flags[i] = true);
+    flags
+}
+
+#[test]
+fn a_poisoned_run_finishes_with_every_output_and_repeats_exactly() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (outcome, poisoned) = run(CONFIG, true, a.path());
+    let detection = Detection::score(&flags(&outcome), &poisoned);
+    eprintln!("synthetic run: {:?}, detection {}", outcome.summary, detection.describe());
+    assert_eq!(outcome.split.suspicious.len() + outcome.split.credible.len(), 800);
+    assert_eq!((outcome.summary.epochs, outcome.summary.train_samples), (4, 800));
+    assert!(outcome.after_stage2.is_some() && outcome.stages.len() == 3);
+    let metrics = std::fs::read_to_string(a.path().join("metrics.jsonl")).unwrap();
+    // Victim: epoch 0, 2 warm-up epochs, then one per Beneficiary epoch (refresh_every 1);
+    // refreshes: 3 in warm-up, then one per Beneficiary epoch.
+    assert_eq!(metrics.matches("\"event\":\"victim\"").count(), 3 + 4);
+    assert_eq!(metrics.matches("\"event\":\"refresh\"").count(), 3 + 4);
+    assert_eq!(metrics.matches("\"event\":\"beneficiary\"").count(), 4);
+    assert!(a.path().join("model.safetensors").is_file() && a.path().join("victim.safetensors").is_file());
+    let (again, _) = run(CONFIG, true, b.path());
+    assert!(again.split == outcome.split, "same seed, same split");
+    let model = |d: &tempfile::TempDir| std::fs::read(d.path().join("model.safetensors")).unwrap();
+    assert_eq!(model(&a), model(&b), "same seed, same Beneficiary");
+}
+
+#[test]
+fn a_single_suspicious_sample_and_clean_data_do_not_break_stage_3() {
+    // t_f = 0 after warm-up: only the lowest-entropy sample is suspicious; its unlabelled batch
+    // of one is cycled through every iteration.
+    let dir = tempfile::tempdir().unwrap();
+    let config = CONFIG.replace("views = 2", "views = 1\nwarmup = { kind = \"code_steps\", step = 1.0, end = 0.0 }");
+    let (outcome, _) = run(&config, false, dir.path());
+    eprintln!("t_f 0: {} suspicious", outcome.split.suspicious.len());
+    assert!(outcome.split.suspicious.len() < 80, "{}", outcome.split.suspicious.len());
+    assert!(outcome.summary.ba > 50.0, "{:?}", outcome.summary);
+    assert_eq!(outcome.summary.asr, None);
+    assert!(dir.path().join("victim.safetensors").is_file());
+}
+
+#[test]
+fn automatic_warm_up_ends_with_a_threshold_from_the_mixture() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = CONFIG.replace("views = 2", "views = 1\nwarmup = { kind = \"auto\", max_epochs = 3 }");
+    let (outcome, _) = run(&config, true, dir.path());
+    eprintln!("auto warm-up: t_f {:.3}, {} suspicious", outcome.split.t_f, outcome.split.suspicious.len());
+    assert!(outcome.split.t_f > 0.0 && outcome.split.t_f < 1.0, "t_f {}", outcome.split.t_f);
+    let metrics = std::fs::read_to_string(dir.path().join("metrics.jsonl")).unwrap();
+    let warm_up_epochs = metrics.matches("\"event\":\"victim\"").count() - 4;
+    assert!((1..=4).contains(&warm_up_epochs), "epoch 0 plus at most max_epochs: {warm_up_epochs}");
+}
