@@ -11,7 +11,7 @@ use serde::Serialize;
 use vab_core::defenses::vab::victim::Split;
 use vab_core::defenses::vab::{RefreshEvent, RefreshObserver, Stage};
 use vab_core::detection::Detection;
-use vab_core::engine::run::append_jsonl;
+use vab_core::engine::run::{append_jsonl, keep_lines};
 
 use crate::grid::{Canvas, GLYPH};
 
@@ -37,16 +37,13 @@ pub struct DetectionLog {
     run: PathBuf,
     /// Poison flag of each training sample V&B sees (aligned with its indices).
     poisoned: Vec<bool>,
-    /// Detection of the latest split.
-    pub last: Option<Detection>,
 }
 
 impl DetectionLog {
     /// `poisoned` must be aligned with the samples V&B trains on.
     pub fn new(run: &Path, poisoned: Vec<bool>) -> anyhow::Result<Self> {
-        let _ = std::fs::remove_file(run.join("refreshes.jsonl"));
         std::fs::create_dir_all(run.join("entropy")).with_context(|| format!("{}: cannot create", run.join("entropy").display()))?;
-        Ok(Self { run: run.to_path_buf(), poisoned, last: None })
+        Ok(Self { run: run.to_path_buf(), poisoned })
     }
 
     fn flags(split: &Split) -> Vec<bool> {
@@ -55,6 +52,11 @@ impl DetectionLog {
             flags[i] = true;
         }
         flags
+    }
+
+    /// Detection figures of `split`.
+    pub fn score(&self, split: &Split) -> Detection {
+        Detection::score(&Self::flags(split), &self.poisoned)
     }
 
     /// Writes `suspicious.csv`: every training sample, most suspicious (lowest entropy) first,
@@ -74,17 +76,23 @@ impl DetectionLog {
 }
 
 impl RefreshObserver for DetectionLog {
+    fn start_after(&mut self, refreshes: usize) -> vab_core::Result<()> {
+        let path = self.run.join("refreshes.jsonl");
+        match refreshes {
+            0 => std::fs::remove_file(&path).or_else(|e| if e.kind() == std::io::ErrorKind::NotFound { Ok(()) } else { Err(vab_core::CoreError::io(&path, e)) }),
+            n => keep_lines(&path, n),
+        }
+    }
+
     fn refresh(&mut self, event: &RefreshEvent) -> vab_core::Result<String> {
         let split = event.split;
-        let detection = Detection::score(&Self::flags(split), &self.poisoned);
+        let detection = self.score(split);
         let line = RefreshLine { refresh: event.refresh, stage: event.stage, victim_epochs: event.victim_epochs, beneficiary_epoch: event.beneficiary_epoch, t_f: split.t_f, detection: detection.clone() };
         append_jsonl(&self.run.join("refreshes.jsonl"), &line)?;
         let png = self.run.join("entropy").join(format!("refresh-{:02}.png", event.refresh));
         let title = format!("refresh {} ({}), Beneficiary epoch {}", event.refresh, event.stage, event.beneficiary_epoch);
         histogram(&split.normalised, &self.poisoned, split.t_f, &title).save(&png).map_err(|e| vab_core::CoreError::file(&png, e))?;
-        let text = detection.describe();
-        self.last = Some(detection);
-        Ok(text)
+        Ok(detection.describe())
     }
 }
 

@@ -124,13 +124,19 @@ print("python ok", int(t["train.labels"].sum()))
 
 const CIFAR10_JPG: &str = "../../../shared/data/cifar10-jpg.tar.xz";
 
-#[test]
-fn real_cifar10_archive_loads_with_expected_counts_and_cache() {
+/// The real CIFAR-10 archive, or `None` after saying the test is skipped.
+fn cifar10_archive() -> Option<PathBuf> {
     let archive = Path::new(env!("CARGO_MANIFEST_DIR")).join(CIFAR10_JPG);
     if !archive.is_file() {
         eprintln!("skipping: {} is absent", archive.display());
-        return;
+        return None;
     }
+    Some(archive)
+}
+
+#[test]
+fn real_cifar10_archive_loads_with_expected_counts_and_cache() {
+    let Some(archive) = cifar10_archive() else { return };
     let cache = tempfile::tempdir().unwrap();
     for round in ["first", "cached"] {
         let out = vab(&["data", "info", archive.to_str().unwrap()], cache.path());
@@ -226,11 +232,7 @@ fn clean_label_attack_on_an_empty_target_class_fails_cleanly() {
 
 #[test]
 fn real_cifar10_badnets_and_sig_bundles_match_the_acceptance_figures() {
-    let archive = Path::new(env!("CARGO_MANIFEST_DIR")).join(CIFAR10_JPG);
-    if !archive.is_file() {
-        eprintln!("skipping: {} is absent", archive.display());
-        return;
-    }
+    let Some(archive) = cifar10_archive() else { return };
     let tmp = tempfile::tempdir().unwrap();
     let data = archive.to_str().unwrap();
     let badnets = tmp.path().join("b.safetensors");
@@ -257,4 +259,36 @@ fn real_cifar10_badnets_and_sig_bundles_match_the_acceptance_figures() {
     assert_eq!(flagged.len(), 500);
     assert!(flagged.iter().all(|&i| s.train_true_labels[i] == 0 && s.train.labels()[i] == 0));
     assert_eq!(s.train.labels(), &s.train_true_labels[..]);
+}
+
+/// The CPU preset shortened to one Beneficiary epoch: the warm-up is the preset's own.
+fn one_epoch_preset(dir: &Path) -> PathBuf {
+    let preset = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/cpu-cifar10.toml")).unwrap();
+    let shortened = preset.replace("epochs = 8\n", "epochs = 1\n").replace("stage2_epochs = 4\n", "stage2_epochs = 1\n");
+    assert_ne!(preset, shortened, "the preset's epoch keys moved; update this test");
+    let path = dir.join("one-epoch.toml");
+    std::fs::write(&path, shortened).unwrap();
+    path
+}
+
+#[test]
+fn real_cifar10_badnets_victim_warm_up_catches_the_poison() {
+    let Some(archive) = cifar10_archive() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let bundle = tmp.path().join("b.safetensors");
+    let out = vab(&poison_args(archive.to_str().unwrap(), bundle.to_str().unwrap(), &["--attack", "badnets", "--rate", "0.1", "--target", "0", "--seed", "1"]), tmp.path());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let config = one_epoch_preset(tmp.path());
+    let run = tmp.path().join("run");
+    let out = vab(&["train", "--bundle", bundle.to_str().unwrap(), "--defense", "vab", "--config", config.to_str().unwrap(), "--out", run.to_str().unwrap()], tmp.path());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let refreshes = std::fs::read_to_string(run.join("refreshes.jsonl")).unwrap();
+    let warm_up: Vec<serde_json::Value> = refreshes.lines().map(|l| serde_json::from_str(l).unwrap()).filter(|v: &serde_json::Value| v["stage"] == "warm_up").collect();
+    let recall = warm_up.last().expect("a warm-up refresh")["recall"].as_f64().unwrap();
+    eprintln!("BadNets recall after warm-up: {recall:.2}%");
+    assert!(recall >= 95.0, "recall after warm-up {recall:.2}% < 95%");
+    let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
+    assert!(summary["ba"].as_f64().unwrap() > 20.0 && summary["detection"]["recall"].as_f64().is_some(), "{summary}");
+    let csv = std::fs::read_to_string(run.join("suspicious.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 1 + 10_000);
 }

@@ -1,9 +1,10 @@
 //! Whole V&B runs on a small synthetic poisoned set: the run finishes with every output and
-//! event, a tiny suspicious set does not crash stage 3, the automatic warm-up ends within its
-//! cap, and the same seed gives the same model. Detection quality is checked on real CIFAR-10
+//! event, a run killed mid-way resumes to the same models, a tiny suspicious set does not crash
+//! stage 3, and the automatic warm-up ends within its cap. Detection quality is checked on real CIFAR-10
 //! (vab-cli's tests): on toy data whole classes are learnt with near-zero entropy, which min-max
 //! normalisation cannot separate from the trigger.
 
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Mutex};
 
 use vab_attacks::poison::LabelRule;
@@ -13,7 +14,7 @@ use vab_core::data::{EvalSets, TrainingSet};
 use vab_core::defenses::vab::train::{train_vab, Outcome};
 use vab_core::defenses::vab::Unobserved;
 use vab_core::detection::Detection;
-use vab_core::engine::progress::Silent;
+use vab_core::engine::progress::{Silent, TrainProgress};
 use vab_data::{ImageSet, ImageShape};
 
 const CONFIG: &str = r#"
@@ -91,11 +92,28 @@ fn data(poison: bool) -> (TrainingSet, EvalSets, Vec<bool>) {
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 fn run(config: &str, poison: bool, dir: &std::path::Path) -> (Outcome, Vec<bool>) {
+    run_with(config, poison, dir, false, &Silent).unwrap()
+}
+
+fn run_with(config: &str, poison: bool, dir: &std::path::Path, resume: bool, progress: &dyn TrainProgress) -> vab_core::Result<(Outcome, Vec<bool>)> {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let config = TrainConfig::from_toml(config).unwrap();
     let (train, evals, poisoned) = data(poison);
-    let outcome = train_vab(&config, Backend::Flex, &train, &evals, dir, &Silent, &mut Unobserved).unwrap();
-    (outcome, poisoned)
+    let outcome = train_vab(&config, Backend::Flex, &train, &evals, dir, resume, progress, &mut Unobserved)?;
+    Ok((outcome, poisoned))
+}
+
+/// Panics when Beneficiary epoch 3 starts, as a kill would stop the process.
+struct KillAtBeneficiaryEpoch3;
+
+impl TrainProgress for KillAtBeneficiaryEpoch3 {
+    fn start(&self, label: &str, _: usize, _: usize) {
+        if label.starts_with("beneficiary epoch 3/") {
+            panic!("simulated kill");
+        }
+    }
+    fn batch(&self, _: usize, _: f32) {}
+    fn finish(&self, _: &str) {}
 }
 
 fn flags(outcome: &Outcome) -> Vec<bool> {
@@ -105,7 +123,7 @@ fn flags(outcome: &Outcome) -> Vec<bool> {
 }
 
 #[test]
-fn a_poisoned_run_finishes_with_every_output_and_repeats_exactly() {
+fn a_poisoned_run_finishes_with_every_output_and_a_killed_run_resumes_exactly() {
     let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let (outcome, poisoned) = run(CONFIG, true, a.path());
     let detection = Detection::score(&flags(&outcome), &poisoned);
@@ -120,10 +138,26 @@ fn a_poisoned_run_finishes_with_every_output_and_repeats_exactly() {
     assert_eq!(metrics.matches("\"event\":\"refresh\"").count(), 3 + 4);
     assert_eq!(metrics.matches("\"event\":\"beneficiary\"").count(), 4);
     assert!(a.path().join("model.safetensors").is_file() && a.path().join("victim.safetensors").is_file());
-    let (again, _) = run(CONFIG, true, b.path());
-    assert!(again.split == outcome.split, "same seed, same split");
-    let model = |d: &tempfile::TempDir| std::fs::read(d.path().join("model.safetensors")).unwrap();
-    assert_eq!(model(&a), model(&b), "same seed, same Beneficiary");
+    let killed = catch_unwind(AssertUnwindSafe(|| run_with(CONFIG, true, b.path(), false, &KillAtBeneficiaryEpoch3)));
+    assert!(killed.is_err(), "the simulated kill should stop the run");
+    let (resumed, _) = run_with(CONFIG, true, b.path(), true, &Silent).unwrap();
+    assert!(resumed.split == outcome.split, "the resumed run ends with another split");
+    assert_eq!((resumed.summary.ba, resumed.summary.asr, &resumed.after_stage2), (outcome.summary.ba, outcome.summary.asr, &outcome.after_stage2));
+    let file = |d: &tempfile::TempDir, name: &str| std::fs::read(d.path().join(name)).unwrap();
+    assert_eq!(file(&a, "model.safetensors"), file(&b, "model.safetensors"), "the resumed Beneficiary differs");
+    assert_eq!(file(&a, "victim.safetensors"), file(&b, "victim.safetensors"), "the resumed Victim differs");
+    // The same events with the same figures, throughput aside.
+    let events = |d: &tempfile::TempDir| {
+        let text = String::from_utf8(file(d, "metrics.jsonl")).unwrap();
+        text.lines()
+            .map(|l| {
+                let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+                v.as_object_mut().unwrap().remove("img_s");
+                v
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(events(&a), events(&b), "metrics.jsonl of the resumed run differs");
 }
 
 #[test]

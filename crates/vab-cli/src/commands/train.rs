@@ -54,10 +54,7 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
     let samples = config.data.train_subset.map_or(train.images.len(), |k| k.min(train.images.len()));
     eprintln!("training {:?} on {} ({samples} of {} training samples), defense {}", config.model.arch, inputs.bundle.display(), train.images.len(), inputs.defense);
     if inputs.defense == "vab" {
-        if resume {
-            bail!("{}: V&B runs cannot be resumed yet; start it again with --out", run_dir.display());
-        }
-        return train_vab_run(&config, &inputs, &train, &evals, &ground_truth, &run_dir);
+        return train_vab_run(&config, &inputs, &train, &evals, &ground_truth, &run_dir, resume);
     }
     let summary = train_baseline(&config, inputs.backend, &train, &evals, &run_dir, resume, &EpochBar::new())?;
     println!("{} after {} epochs in {:.0} s; run directory {}", scores(&summary), summary.epochs, summary.wall_s, run_dir.display());
@@ -65,12 +62,12 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
 }
 
 /// `--defense vab`: the run, then the reporting that needs the poison flags.
-fn train_vab_run(config: &TrainConfig, inputs: &RunInputs, train: &TrainingSet, evals: &EvalSets, truth: &GroundTruth, run_dir: &Path) -> anyhow::Result<()> {
+fn train_vab_run(config: &TrainConfig, inputs: &RunInputs, train: &TrainingSet, evals: &EvalSets, truth: &GroundTruth, run_dir: &Path, resume: bool) -> anyhow::Result<()> {
     let members = training_members(config, train.images.len());
     let mut log = DetectionLog::new(run_dir, members.iter().map(|&i| truth.poisoned[i]).collect())?;
-    let outcome = train_vab(config, inputs.backend, train, evals, run_dir, &EpochBar::new(), &mut log)?;
+    let outcome = train_vab(config, inputs.backend, train, evals, run_dir, resume, &EpochBar::new(), &mut log)?;
     log.write_suspicious_csv(&outcome.split, &outcome.members)?;
-    let summary = outcome.summary(log.last.clone());
+    let summary = outcome.summary(Some(log.score(&outcome.split)));
     write_json(&run_dir.join("summary.json"), &summary)?;
     if let Some(m) = &summary.after_stage2 {
         println!("after stage 2: {}", m.describe());

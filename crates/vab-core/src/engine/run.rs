@@ -54,6 +54,24 @@ pub struct Summary {
     pub train_img_s: f64,
 }
 
+impl Summary {
+    /// The summary of a run that ended with `metrics`; `rates` are its epochs' img/s.
+    pub fn new(defense: &str, metrics: Metrics, epochs: usize, train_samples: usize, wall_s: f64, mut rates: Vec<f64>) -> Self {
+        rates.sort_by(f64::total_cmp);
+        Summary {
+            defense: defense.into(),
+            ba: metrics.ba,
+            asr: metrics.asr,
+            ra: metrics.ra,
+            per_class: metrics.per_class,
+            epochs,
+            train_samples,
+            wall_s,
+            train_img_s: rates.get(rates.len() / 2).copied().unwrap_or(0.0),
+        }
+    }
+}
+
 /// The samples trained on: all, or a seeded uniform subset (`data.train_subset`).
 pub fn training_members(config: &TrainConfig, n: usize) -> Vec<usize> {
     match config.data.train_subset {
@@ -74,13 +92,14 @@ pub fn append_jsonl<T: Serialize>(path: &Path, record: &T) -> Result<()> {
     writeln!(file, "{line}").map_err(|e| CoreError::io(path, e))
 }
 
-/// Keeps only the first `epochs` lines of `metrics.jsonl` (those a resumed checkpoint covers).
-fn truncate_metrics(path: &Path, epochs: usize) -> Result<()> {
+/// Keeps only the first `lines` lines of a JSON-lines file (those a resumed checkpoint covers);
+/// a missing file stays missing.
+pub fn keep_lines(path: &Path, lines: usize) -> Result<()> {
     if !path.is_file() {
         return Ok(());
     }
     let text = std::fs::read_to_string(path).map_err(|e| CoreError::io(path, e))?;
-    let kept: String = text.lines().take(epochs).map(|l| format!("{l}\n")).collect();
+    let kept: String = text.lines().take(lines).map(|l| format!("{l}\n")).collect();
     std::fs::write(path, kept).map_err(|e| CoreError::io(path, e))
 }
 
@@ -119,10 +138,10 @@ pub fn train_baseline(config: &TrainConfig, backend: Backend, train: &TrainingSe
     let mut state = CheckpointState { epochs_done: 0, wall_s: 0.0 };
     let metrics_path = run.join("metrics.jsonl");
     if resume {
-        let (m, o, s) = checkpoint::load(run, model, optim)?
+        let (mut parts, s) = checkpoint::load(run, vec![("model", model, optim)])?
             .ok_or_else(|| CoreError::file(run.join("checkpoint"), "no checkpoint to resume from"))?;
-        (model, optim, state) = (m, o, s);
-        truncate_metrics(&metrics_path, state.epochs_done)?;
+        ((model, optim), state) = (parts.remove(0), s);
+        keep_lines(&metrics_path, state.epochs_done)?;
     } else {
         let _ = std::fs::remove_file(&metrics_path);
     }
@@ -156,7 +175,7 @@ pub fn train_baseline(config: &TrainConfig, backend: Backend, train: &TrainingSe
         progress.finish(&epoch_line(&record));
         append_jsonl(&metrics_path, &record)?;
         state = CheckpointState { epochs_done: epoch + 1, wall_s: wall_before + start.elapsed().as_secs_f64() };
-        checkpoint::save(run, &model, &optim, &state)?;
+        checkpoint::save(run, &[("model", &model, &optim)], &state)?;
         last = record.metrics;
     }
     // Resuming a finished run evaluates its final model again.
@@ -165,18 +184,7 @@ pub fn train_baseline(config: &TrainConfig, backend: Backend, train: &TrainingSe
         None => evaluate(&model.valid(), evals, &norm, config.data.eval_batch_size, &inference),
     };
     export_pytorch(&model.valid(), &run.join("model.safetensors"))?;
-    rates.sort_by(f64::total_cmp);
-    let summary = Summary {
-        defense: "none".into(),
-        ba: metrics.ba,
-        asr: metrics.asr,
-        ra: metrics.ra,
-        per_class: metrics.per_class,
-        epochs,
-        train_samples: members.len(),
-        wall_s: wall_before + start.elapsed().as_secs_f64(),
-        train_img_s: rates.get(rates.len() / 2).copied().unwrap_or(0.0),
-    };
+    let summary = Summary::new("none", metrics, epochs, members.len(), wall_before + start.elapsed().as_secs_f64(), rates);
     write_json(&run.join("summary.json"), &summary)?;
     Ok(summary)
 }

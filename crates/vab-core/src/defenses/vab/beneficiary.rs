@@ -58,7 +58,7 @@ pub struct EpochStats {
 /// The Beneficiary network and its optimiser.
 pub struct Beneficiary {
     pub model: Network,
-    optim: ModuleOptimizer,
+    pub optim: ModuleOptimizer,
 }
 
 impl Beneficiary {

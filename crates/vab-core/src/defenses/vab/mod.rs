@@ -111,6 +111,11 @@ pub struct RefreshEvent<'a> {
 /// Watches the splits (reporting only). Returns a short text for the log, e.g. detection
 /// figures; V&B never reads anything else from it.
 pub trait RefreshObserver {
+    /// The run starts (0) or resumes after `refreshes` refreshes: forget any later ones.
+    fn start_after(&mut self, _refreshes: usize) -> Result<()> {
+        Ok(())
+    }
+
     fn refresh(&mut self, event: &RefreshEvent) -> Result<String>;
 }
 

@@ -6,8 +6,9 @@
 //! stage 3 (suppression), after each of which the Victim trains and the split refreshes.
 //!
 //! Run directory: `config.toml`, `metrics.jsonl` (one line per Victim epoch, refresh and
-//! Beneficiary epoch, tagged by `event`), `model.safetensors` (the Beneficiary) and
-//! `victim.safetensors`; the caller adds `summary.json` and its reporting files.
+//! Beneficiary epoch, tagged by `event`), `checkpoint/` (both networks, their optimisers and
+//! the run state, after warm-up and after every Beneficiary epoch), `model.safetensors` (the
+//! Beneficiary) and `victim.safetensors`; the caller adds `summary.json` and its reporting files.
 
 use std::path::Path;
 use std::time::Instant;
@@ -16,7 +17,7 @@ use burn::module::Module;
 use serde::{Deserialize, Serialize};
 
 use super::beneficiary::{Beneficiary, Suppression};
-use super::victim::{warm_up, Split, Victim};
+use super::victim::{warm_up, Split, Victim, VictimState};
 use super::{Context, Event, RefreshObserver, Stage};
 use crate::backend::Backend;
 use crate::config::TrainConfig;
@@ -25,7 +26,8 @@ use crate::detection::Detection;
 use crate::engine::batches::Normalization;
 use crate::engine::eval::{evaluate, Metrics};
 use crate::engine::progress::TrainProgress;
-use crate::engine::run::{export_pytorch, training_members, Summary};
+use crate::engine::checkpoint;
+use crate::engine::run::{export_pytorch, keep_lines, training_members, Summary};
 use crate::error::{CoreError, Result};
 
 /// Wall time of one stage.
@@ -76,13 +78,32 @@ impl Outcome {
     }
 }
 
-/// Runs V&B with `config` (its `[vab]` section must be present) into `run`.
-pub fn train_vab(config: &TrainConfig, backend: Backend, train: &TrainingSet, evals: &EvalSets, run: &Path, progress: &dyn TrainProgress, observer: &mut dyn RefreshObserver) -> Result<Outcome> {
+/// Where a V&B run stands after a finished stage-1 or Beneficiary epoch (checkpointed).
+#[derive(Serialize, Deserialize)]
+struct RunState {
+    beneficiary_epochs: usize,
+    victim: VictimState,
+    split: Split,
+    stages: Vec<StageTime>,
+    /// Seconds already spent in the current stage.
+    stage_s: f64,
+    after_stage2: Option<Metrics>,
+    last: Option<Metrics>,
+    rates: Vec<f64>,
+    wall_s: f64,
+    /// Lines of `metrics.jsonl` written so far.
+    metrics_lines: usize,
+}
+
+/// Runs V&B with `config` (its `[vab]` section must be present) into `run`. With `resume`,
+/// continues from the run's last checkpoint (written after warm-up and after every Beneficiary
+/// epoch), ending exactly as an uninterrupted run would.
+#[allow(clippy::too_many_arguments)]
+pub fn train_vab(config: &TrainConfig, backend: Backend, train: &TrainingSet, evals: &EvalSets, run: &Path, resume: bool, progress: &dyn TrainProgress, observer: &mut dyn RefreshObserver) -> Result<Outcome> {
     let vab = config.vab.as_ref().ok_or_else(|| CoreError::Invalid("--defense vab needs a [vab] section in the configuration (see configs/cpu-cifar10.toml)".into()))?;
     let start = Instant::now();
     std::fs::create_dir_all(run).map_err(|e| CoreError::io(run, e))?;
     let metrics_path = run.join("metrics.jsonl");
-    let _ = std::fs::remove_file(&metrics_path);
     let inference = backend.device().map_err(CoreError::Invalid)?;
     let device = inference.clone().autodiff();
     device.seed(config.train.seed);
@@ -97,21 +118,51 @@ pub fn train_vab(config: &TrainConfig, backend: Backend, train: &TrainingSet, ev
         seed: config.train.seed,
         eval_batch_size: config.data.eval_batch_size,
         progress,
-        metrics: metrics_path,
+        metrics: metrics_path.clone(),
+    };
+    let mut victim = Victim::new(&ctx, &vab.victim);
+    let mut beneficiary = Beneficiary::new(&ctx, config);
+    let save = |victim: &Victim, beneficiary: &Beneficiary, state: &RunState| {
+        checkpoint::save(run, &[("victim", &victim.model, &victim.optim), ("beneficiary", &beneficiary.model, &beneficiary.optim)], state)
+    };
+    let elapsed = |before: f64| before + start.elapsed().as_secs_f64();
+
+    let mut state: RunState = if resume {
+        let parts = vec![("victim", victim.model, victim.optim), ("beneficiary", beneficiary.model, beneficiary.optim)];
+        let (mut loaded, state): (_, RunState) = checkpoint::load(run, parts)?.ok_or_else(|| CoreError::file(run.join("checkpoint"), "no checkpoint to resume from"))?;
+        (beneficiary.model, beneficiary.optim) = loaded.pop().expect("two parts");
+        (victim.model, victim.optim) = loaded.pop().expect("two parts");
+        victim.state = state.victim.clone();
+        keep_lines(&metrics_path, state.metrics_lines)?;
+        observer.start_after(state.victim.refreshes)?;
+        state
+    } else {
+        // Stage 1.
+        let _ = std::fs::remove_file(&metrics_path);
+        observer.start_after(0)?;
+        let split = warm_up(&mut victim, &ctx, vab, observer)?;
+        let wall_s = elapsed(0.0);
+        let state = RunState {
+            beneficiary_epochs: 0,
+            victim: victim.state.clone(),
+            split,
+            stages: vec![StageTime { stage: Stage::WarmUp, wall_s }],
+            stage_s: 0.0,
+            after_stage2: None,
+            last: None,
+            rates: Vec::new(),
+            wall_s,
+            metrics_lines: line_count(&metrics_path)?,
+        };
+        save(&victim, &beneficiary, &state)?;
+        state
     };
 
-    // Stage 1.
-    let mut victim = Victim::new(&ctx, &vab.victim);
-    let mut split = warm_up(&mut victim, &ctx, vab, observer)?;
-    let mut stages = vec![StageTime { stage: Stage::WarmUp, wall_s: start.elapsed().as_secs_f64() }];
-
     // Stages 2 and 3.
-    let mut beneficiary = Beneficiary::new(&ctx, config);
     let epochs = config.train.epochs;
     let stage3_epochs = epochs - vab.stage2_epochs;
-    let mut stage_start = Instant::now();
-    let (mut after_stage2, mut last, mut rates) = (None, None, Vec::new());
-    for epoch in 1..=epochs {
+    let (wall_before, mut stage_before) = (state.wall_s - elapsed(0.0), state.stage_s - elapsed(0.0));
+    for epoch in state.beneficiary_epochs + 1..=epochs {
         let stage = if epoch <= vab.stage2_epochs { Stage::Clean } else { Stage::Suppression };
         let lr = config.train.schedule.lr(config.train.lr, epoch - 1, epochs);
         let temperature = Some(vab.temperature);
@@ -120,11 +171,11 @@ pub fn train_vab(config: &TrainConfig, backend: Backend, train: &TrainingSet, ev
             credible: temperature.filter(|_| vab.ablation.suppress_credible),
             suspicious: temperature.filter(|_| vab.ablation.suppress_suspicious),
         });
-        let stats = beneficiary.train_epoch(&ctx, config, vab, epoch, lr, &split, suppression.as_ref());
-        rates.push(stats.img_s);
+        let stats = beneficiary.train_epoch(&ctx, config, vab, epoch, lr, &state.split, suppression.as_ref());
+        state.rates.push(stats.img_s);
         if stage == Stage::Suppression || epoch % vab.refresh_every == 0 {
-            victim.train_epoch(&ctx, &split.suspicious)?;
-            split = victim.resplit(&ctx, vab, split.t_f, stage, epoch, observer)?;
+            victim.train_epoch(&ctx, &state.split.suspicious)?;
+            state.split = victim.resplit(&ctx, vab, state.split.t_f, stage, epoch, observer)?;
         }
         let stage_ends = epoch == vab.stage2_epochs || epoch == epochs;
         let due = epoch % config.data.eval_every == 0 || stage_ends;
@@ -133,33 +184,33 @@ pub fn train_vab(config: &TrainConfig, backend: Backend, train: &TrainingSet, ev
             progress.finish(&format!("beneficiary epoch {epoch}: {}", m.describe()));
         }
         ctx.record(&Event::Beneficiary { epoch, stage, lr, loss: stats.loss, img_s: stats.img_s, metrics: metrics.clone() })?;
+        state.stage_s = elapsed(stage_before);
         if stage_ends {
-            stages.push(StageTime { stage, wall_s: stage_start.elapsed().as_secs_f64() });
-            stage_start = Instant::now();
+            state.stages.push(StageTime { stage, wall_s: state.stage_s });
+            (state.stage_s, stage_before) = (0.0, -elapsed(0.0));
             if epoch == vab.stage2_epochs {
-                after_stage2 = metrics.clone();
+                state.after_stage2 = metrics.clone();
             }
         }
-        last = metrics.or(last);
+        state.last = metrics.or(state.last.take());
+        state.beneficiary_epochs = epoch;
+        state.victim = victim.state.clone();
+        state.wall_s = elapsed(wall_before);
+        state.metrics_lines = line_count(&metrics_path)?;
+        save(&victim, &beneficiary, &state)?;
     }
-    let metrics = match last {
-        Some(m) => m,
-        // No Beneficiary epochs at all: score the untrained network rather than fail.
-        None => evaluate(&beneficiary.model.valid(), evals, &ctx.norm, config.data.eval_batch_size, &inference),
-    };
+    let metrics = state.last.expect("train.epochs ≥ 1 and the last epoch is always evaluated");
     export_pytorch(&beneficiary.model.valid(), &run.join("model.safetensors"))?;
     export_pytorch(&victim.model.valid(), &run.join("victim.safetensors"))?;
-    rates.sort_by(f64::total_cmp);
-    let summary = Summary {
-        defense: "vab".into(),
-        ba: metrics.ba,
-        asr: metrics.asr,
-        ra: metrics.ra,
-        per_class: metrics.per_class,
-        epochs,
-        train_samples: members.len(),
-        wall_s: start.elapsed().as_secs_f64(),
-        train_img_s: rates.get(rates.len() / 2).copied().unwrap_or(0.0),
-    };
-    Ok(Outcome { summary, after_stage2, stages, split, members })
+    let summary = Summary::new("vab", metrics, epochs, members.len(), elapsed(wall_before), state.rates);
+    Ok(Outcome { summary, after_stage2: state.after_stage2, stages: state.stages, split: state.split, members })
+}
+
+/// Lines in a text file (0 when it does not exist).
+fn line_count(path: &Path) -> Result<usize> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok(text.lines().count()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+        Err(e) => Err(CoreError::io(path, e)),
+    }
 }

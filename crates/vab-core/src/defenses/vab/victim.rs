@@ -14,6 +14,7 @@
 
 use burn::module::Module;
 use burn::optim::ModuleOptimizer;
+use serde::{Deserialize, Serialize};
 
 use super::config::{VabConfig, VictimParams};
 use super::entropy;
@@ -32,7 +33,7 @@ use crate::models::Network;
 const EM_ITERATIONS: usize = 500;
 
 /// The current split of the training set.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Split {
     pub t_f: f64,
     /// Normalised (smoothed) entropy of every training sample.
@@ -56,10 +57,16 @@ impl Split {
 /// The Victim network and the state its refreshes carry.
 pub struct Victim {
     pub model: Network,
-    optim: ModuleOptimizer,
+    pub optim: ModuleOptimizer,
     params: VictimParams,
+    pub state: VictimState,
+}
+
+/// What the Victim carries from one refresh to the next (checkpointed).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct VictimState {
     /// Smoothed, unnormalised entropies of the last refresh.
-    smoothed: Option<Vec<f64>>,
+    pub smoothed: Option<Vec<f64>>,
     /// Epochs trained so far (numbers the batch streams).
     pub epochs: usize,
     /// Refreshes so far.
@@ -74,15 +81,15 @@ impl Victim {
     pub fn new(ctx: &Context, params: &VictimParams) -> Self {
         let model = Network::new(ctx.arch, ctx.train.images.shape().channels, ctx.train.num_classes, &ctx.device);
         let optim = optim::build(&OptimizerConfig::Adam { weight_decay: params.weight_decay });
-        Self { model, optim, params: params.clone(), smoothed: None, epochs: 0, refreshes: 0 }
+        Self { model, optim, params: params.clone(), state: VictimState::default() }
     }
 
     /// One epoch of cross-entropy on `members` (indices into the training set).
     pub fn train_epoch(&mut self, ctx: &Context, members: &[usize]) -> Result<()> {
-        let label = format!("victim epoch {} ({} samples)", self.epochs, members.len());
+        let label = format!("victim epoch {} ({} samples)", self.state.epochs, members.len());
         ctx.progress.start(&label, members.len().div_ceil(self.params.batch_size), members.len());
         let mut loss_sum = 0.0;
-        let batches = epoch_batches(ctx.train.images.clone(), members, self.params.batch_size, 1, self.params.augment, ctx.norm.clone(), ctx.seed ^ STREAM, self.epochs);
+        let batches = epoch_batches(ctx.train.images.clone(), members, self.params.batch_size, 1, self.params.augment, ctx.norm.clone(), ctx.seed ^ STREAM, self.state.epochs);
         for batch in batches.iter() {
             let b = batch.labels.len();
             let model = self.model.clone();
@@ -93,8 +100,8 @@ impl Victim {
         }
         let loss = loss_sum / members.len().max(1) as f64;
         ctx.progress.finish(&format!("{label}: loss {loss:.4}"));
-        ctx.record(&Event::Victim { epoch: self.epochs, samples: members.len(), loss })?;
-        self.epochs += 1;
+        ctx.record(&Event::Victim { epoch: self.state.epochs, samples: members.len(), loss })?;
+        self.state.epochs += 1;
         Ok(())
     }
 
@@ -103,10 +110,10 @@ impl Victim {
     pub fn refresh(&mut self, ctx: &Context, momentum: f64) -> (Vec<f64>, Vec<f32>) {
         let logits = logits(&self.model.valid(), &ctx.train.images, &ctx.norm, ctx.eval_batch_size, &ctx.inference);
         let fresh = entropy::entropies(&logits, ctx.train.num_classes);
-        let smoothed = entropy::smooth(&fresh, self.smoothed.as_deref(), momentum);
+        let smoothed = entropy::smooth(&fresh, self.state.smoothed.as_deref(), momentum);
         let normalised = entropy::normalise(&smoothed);
-        self.smoothed = Some(smoothed);
-        self.refreshes += 1;
+        self.state.smoothed = Some(smoothed);
+        self.state.refreshes += 1;
         (normalised, logits)
     }
 
@@ -120,12 +127,12 @@ impl Victim {
 
     fn tell(&self, ctx: &Context, observer: &mut dyn RefreshObserver, split: &Split, stage: Stage, beneficiary_epoch: usize) -> Result<()> {
         let (t_f, suspicious, credible) = (split.t_f, split.suspicious.len(), split.credible.len());
-        ctx.record(&Event::Refresh { refresh: self.refreshes, stage, beneficiary_epoch, t_f, suspicious, credible })?;
-        let event = RefreshEvent { refresh: self.refreshes, stage, victim_epochs: self.epochs, beneficiary_epoch, split };
+        ctx.record(&Event::Refresh { refresh: self.state.refreshes, stage, beneficiary_epoch, t_f, suspicious, credible })?;
+        let event = RefreshEvent { refresh: self.state.refreshes, stage, victim_epochs: self.state.epochs, beneficiary_epoch, split };
         let line = observer.refresh(&event)?;
         ctx.progress.finish(&format!(
             "refresh {} ({stage}): t_f {:.3}, {} suspicious / {} credible{}{line}",
-            self.refreshes,
+            self.state.refreshes,
             split.t_f,
             split.suspicious.len(),
             split.credible.len(),
