@@ -8,8 +8,9 @@
 //! Stage 3 adds, per iteration, a batch of suspicious images without labels: K augmented
 //! views, pseudo-labelled by a no-grad pass and suppressed by the Victim
 //! ([`super::semi_supervised`]); credible labels are suppressed before mixing. The loss is
-//! L = L_mix + α·L_u (eq. 11). Both no-grad passes run the Beneficiary in train mode, as the
-//! authors' code does (the feature pass may use eval mode, `vab.attention_features`).
+//! L = L_mix + α·L_u (eq. 11). The feature pass runs the Beneficiary in train mode, as the
+//! authors' code does, or in eval mode (`vab.attention_features`); the pseudo-label pass runs in
+//! eval mode, so that it does not move the batch-norm statistics (method.md §8).
 //!
 //! Each group (mixed views, unlabelled views) goes through the network as one batch, so batch
 //! norm sees the statistics of the group; the authors' code passes each view separately.
@@ -122,9 +123,13 @@ impl Beneficiary {
         let y = Tensor::<2>::from_data(TensorData::new(mixed.targets, [batch.shape[0], k]), device);
         let mut loss = soft_cross_entropy(self.model.forward(tensor(mixed.images, batch.shape)), y);
         if let Some(u) = unlabelled {
-            let x = tensor(u.images, u.shape);
             let n = u.indices.len() / vab.unlabelled_views;
-            let pseudo = self.model.forward(x.clone()).into_data().try_to_vec::<f32>().expect("f32 logits");
+            // Eval mode: a no-grad pass in train mode would pull the running batch-norm
+            // statistics towards the few (mostly triggered) suspicious images of this batch,
+            // a fault of the authors' code that method.md §8 says not to copy.
+            let x_eval = Tensor::<4>::from_data(TensorData::new(u.images.clone(), u.shape), &ctx.inference);
+            let pseudo = self.model.valid().forward(x_eval).into_data().try_to_vec::<f32>().expect("f32 logits");
+            let x = tensor(u.images, u.shape);
             let targets_u = unlabelled_targets(&pseudo, &u.indices[..n], vab.unlabelled_views, k, &split.logits, suppression.and_then(|s| s.suspicious));
             let y = Tensor::<2>::from_data(TensorData::new(targets_u, [u.shape[0], k]), device);
             loss = loss + soft_cross_entropy(self.model.forward(x), y).mul_scalar(alpha);
