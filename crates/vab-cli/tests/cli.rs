@@ -272,7 +272,7 @@ fn one_epoch_preset(dir: &Path) -> PathBuf {
 }
 
 #[test]
-fn real_cifar10_badnets_victim_warm_up_catches_the_poison() {
+fn real_cifar10_badnets_vab_warm_up_catches_the_poison_and_the_model_loads_in_pytorch() {
     let Some(archive) = cifar10_archive() else { return };
     let tmp = tempfile::tempdir().unwrap();
     let bundle = tmp.path().join("b.safetensors");
@@ -291,4 +291,28 @@ fn real_cifar10_badnets_victim_warm_up_catches_the_poison() {
     assert!(summary["ba"].as_f64().unwrap() > 20.0 && summary["detection"]["recall"].as_f64().is_some(), "{summary}");
     let csv = std::fs::read_to_string(run.join("suspicious.csv")).unwrap();
     assert_eq!(csv.lines().count(), 1 + 10_000);
+    assert_pytorch_example_agrees(&run, &bundle);
+}
+
+fn torch_available() -> bool {
+    Command::new("python3").args(["-c", "import torch, numpy, safetensors"]).output().is_ok_and(|o| o.status.success())
+}
+
+/// Runs examples/load_in_pytorch.py on a run directory and checks its BA, ASR and RA equal the
+/// run's `summary.json` within 0.2 pp; skips with a message when torch is not importable.
+fn assert_pytorch_example_agrees(run: &Path, bundle: &Path) {
+    if !torch_available() {
+        eprintln!("skipping examples/load_in_pytorch.py: python3 cannot import torch, numpy and safetensors");
+        return;
+    }
+    let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/load_in_pytorch.py");
+    let out = Command::new("python3").arg(example).arg(run).arg(bundle).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let torch: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    eprintln!("PyTorch example: {torch}");
+    for key in ["ba", "asr", "ra"] {
+        let (ours, theirs) = (summary[key].as_f64().unwrap(), torch[key].as_f64().unwrap());
+        assert!((ours - theirs).abs() <= 0.2, "{key}: vab {ours} vs PyTorch {theirs}");
+    }
 }

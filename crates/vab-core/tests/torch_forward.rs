@@ -1,5 +1,5 @@
 //! One forward pass in vab equals the same pass in PyTorch on the same exported weights
-//! (bench/torch_step.py's modules). Skips with a message when python3 cannot import torch.
+//! (python/vab_models.py's modules, read back by its `load`). Skips with a message when python3 cannot import torch.
 
 use std::path::Path;
 use std::process::Command;
@@ -8,7 +8,9 @@ use burn::module::Module;
 use burn::tensor::{Device, Tensor, TensorData};
 use vab_core::config::OptimizerConfig;
 use vab_core::engine::batches::Batch;
-use vab_core::engine::{optim, run::export_pytorch, step::train_step};
+use vab_core::engine::batches::Normalization;
+use vab_core::engine::export::{export_pytorch, ModelCard};
+use vab_core::engine::{optim, step::train_step};
 use vab_core::models::{Arch, Network};
 
 fn torch_available() -> bool {
@@ -38,7 +40,9 @@ fn check(arch: Arch, name: &str) {
     let model = model.valid();
     let dir = tempfile::tempdir().unwrap();
     let weights = dir.path().join("model.safetensors");
-    export_pytorch(&model, &weights).unwrap();
+    // Identity normalisation: the inputs below are fed to both networks as they are.
+    let card = ModelCard { arch, in_channels: 3, num_classes: 10, normalization: Normalization { mean: vec![0.0; 3], std: vec![1.0; 3] } };
+    export_pytorch(&model, &card, &weights).unwrap();
 
     let x = inputs(4 * 3 * 32 * 32);
     let ours: Vec<f32> = model.forward(Tensor::from_data(TensorData::new(x.clone(), [4, 3, 32, 32]), &Device::flex())).into_data().iter::<f32>().collect();
@@ -65,4 +69,14 @@ fn small_network_matches_pytorch() {
 #[test]
 fn resnet18_matches_pytorch() {
     check(Arch::Resnet18, "resnet18");
+}
+
+#[test]
+fn resnet18_imagenet_variant_matches_pytorch() {
+    check(Arch::Resnet18Imagenet, "resnet18-imagenet");
+}
+
+#[test]
+fn preact_resnet18_matches_pytorch() {
+    check(Arch::PreactResnet18, "preact-resnet18");
 }

@@ -4,6 +4,7 @@
 pub mod batches;
 pub mod checkpoint;
 pub mod eval;
+pub mod export;
 pub mod loss;
 pub mod optim;
 pub mod progress;

@@ -10,7 +10,6 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use burn::module::Module;
-use burn::store::{BurnToPyTorchAdapter, ModuleSnapshot, SafetensorsStore};
 use rand::seq::index;
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
@@ -18,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use super::batches::{epoch_batches, Normalization};
 use super::checkpoint::{self, CheckpointState};
 use super::eval::{evaluate, Metrics};
+use super::export::{export_pytorch, ModelCard};
 use super::optim;
 use super::progress::TrainProgress;
 use super::step::train_step;
@@ -110,20 +110,6 @@ pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
     std::fs::rename(&tmp, path).map_err(|e| CoreError::io(path, e))
 }
 
-/// Saves `model` as safetensors with PyTorch parameter names (`weight`/`bias` of batch norm,
-/// `[out, in]` linear weights, `running_mean`/`running_var`). One metadata key only: burn's
-/// default metadata is a hash map whose order changes from run to run, which would make the
-/// bytes of identical models differ.
-pub fn export_pytorch(model: &Network, path: &Path) -> Result<()> {
-    let mut store = SafetensorsStore::from_file(path)
-        .with_to_adapter(BurnToPyTorchAdapter)
-        .skip_enum_variants(true)
-        .clear_metadata()
-        .metadata("producer", "vab")
-        .overwrite(true);
-    model.save_into(&mut store).map_err(|e| CoreError::file(path, format!("cannot export model: {e:?}")))
-}
-
 /// Trains with no defense. With `resume`, continues from the run directory's checkpoint so the
 /// final metrics equal those of an uninterrupted run.
 pub fn train_baseline(config: &TrainConfig, backend: Backend, train: &TrainingSet, evals: &EvalSets, run: &Path, resume: bool, progress: &dyn TrainProgress) -> Result<Summary> {
@@ -183,7 +169,8 @@ pub fn train_baseline(config: &TrainConfig, backend: Backend, train: &TrainingSe
         Some(m) => m,
         None => evaluate(&model.valid(), evals, &norm, config.data.eval_batch_size, &inference),
     };
-    export_pytorch(&model.valid(), &run.join("model.safetensors"))?;
+    let card = ModelCard { arch: config.model.arch, in_channels: shape.channels, num_classes: train.num_classes, normalization: norm };
+    export_pytorch(&model.valid(), &card, &run.join("model.safetensors"))?;
     let summary = Summary::new("none", metrics, epochs, members.len(), wall_before + start.elapsed().as_secs_f64(), rates);
     write_json(&run.join("summary.json"), &summary)?;
     Ok(summary)

@@ -27,7 +27,8 @@ use crate::engine::batches::Normalization;
 use crate::engine::eval::{evaluate, Metrics};
 use crate::engine::progress::TrainProgress;
 use crate::engine::checkpoint;
-use crate::engine::run::{export_pytorch, keep_lines, training_members, Summary};
+use crate::engine::export::{export_pytorch, ModelCard};
+use crate::engine::run::{keep_lines, training_members, Summary};
 use crate::error::{CoreError, Result};
 
 /// Wall time of one stage.
@@ -200,8 +201,9 @@ pub fn train_vab(config: &TrainConfig, backend: Backend, train: &TrainingSet, ev
         save(&victim, &beneficiary, &state)?;
     }
     let metrics = state.last.expect("train.epochs ≥ 1 and the last epoch is always evaluated");
-    export_pytorch(&beneficiary.model.valid(), &run.join("model.safetensors"))?;
-    export_pytorch(&victim.model.valid(), &run.join("victim.safetensors"))?;
+    let card = ModelCard { arch: ctx.arch, in_channels: ctx.train.images.shape().channels, num_classes: ctx.train.num_classes, normalization: ctx.norm.clone() };
+    export_pytorch(&beneficiary.model.valid(), &card, &run.join("model.safetensors"))?;
+    export_pytorch(&victim.model.valid(), &card, &run.join("victim.safetensors"))?;
     let summary = Summary::new("vab", metrics, epochs, members.len(), elapsed(wall_before), state.rates);
     Ok(Outcome { summary, after_stage2: state.after_stage2, stages: state.stages, split: state.split, members })
 }
