@@ -22,9 +22,9 @@ pub enum Command {
     Poison(PoisonArgs),
     /// Train a classifier on a bundle, with or without a defense, into a run directory.
     Train(TrainArgs),
-    /// Benchmarks (throughput of the training step and inference).
-    #[command(subcommand)]
-    Bench(BenchCommand),
+    /// Run a benchmark matrix (attacks × defenses × seeds) into a results table, or time the
+    /// training step (`vab bench step`).
+    Bench(BenchArgs),
 }
 
 /// `vab train`.
@@ -53,7 +53,24 @@ pub struct TrainArgs {
     pub backend: vab_core::backend::Backend,
 }
 
-/// `vab bench …`.
+/// `vab bench MATRIX.toml --out DIR`, or `vab bench step …`.
+#[derive(Args, Debug)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    pub command: Option<BenchCommand>,
+    /// Matrix file (TOML; see bench/cpu-cifar10.toml).
+    #[arg(value_name = "MATRIX.toml", required = true)]
+    pub matrix: Option<PathBuf>,
+    /// Bench directory: bundles, one run directory per cell, results.{json,csv,md}. Running
+    /// the same matrix into it again skips finished cells and resumes interrupted ones.
+    #[arg(long, value_name = "DIR", required = true)]
+    pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub load: LoadArgs,
+}
+
+/// `vab bench step`.
 #[derive(Subcommand, Debug)]
 pub enum BenchCommand {
     /// Images per second of one SGD training step and of inference, on synthetic data.

@@ -5,7 +5,9 @@ mod cli;
 mod commands;
 mod detection_log;
 mod grid;
+mod matrix;
 mod progress;
+mod results;
 
 use clap::Parser;
 

@@ -316,3 +316,44 @@ fn assert_pytorch_example_agrees(run: &Path, bundle: &Path) {
         assert!((ours - theirs).abs() <= 0.2, "{key}: vab {ours} vs PyTorch {theirs}");
     }
 }
+
+#[test]
+fn bench_runs_a_matrix_skips_finished_cells_and_refuses_a_changed_config() {
+    let tmp = tempfile::tempdir().unwrap();
+    tiny_cifar10(tmp.path(), 20);
+    let config = tmp.path().join("tiny.toml");
+    let tiny = "[model]\narch = \"small\"\n[train]\nepochs = 2\nbatch_size = 25\nlr = 0.05\n[train.optimizer]\nkind = \"sgd\"\nmomentum = 0.9\nweight_decay = 5e-4\n\
+                [train.schedule]\nkind = \"cosine\"\nmin_lr = 0.0\n[data]\neval_batch_size = 64\n[vab]\nstage2_epochs = 1\n";
+    std::fs::write(&config, tiny).unwrap();
+    let matrix = tmp.path().join("m.toml");
+    std::fs::write(&matrix, "data = \"cifar-10-batches-bin\"\nconfig = \"tiny.toml\"\nseeds = [0, 1]\n\
+        [[attack]]\nname = \"badnets\"\nrate = 0.2\n[[attack]]\nname = \"clean\"\n\
+        [[defense]]\nname = \"none\"\n[[defense]]\nname = \"vab-mixup\"\ndefense = \"vab\"\nvab = { mix = \"mixup\" }\n").unwrap();
+    let out = tmp.path().join("bench");
+    let bench = || vab(&["bench", matrix.to_str().unwrap(), "--out", out.to_str().unwrap()], tmp.path());
+
+    let first = bench();
+    assert!(first.status.success(), "{}", text(&first.stderr));
+    let csv = std::fs::read_to_string(out.join("results.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 1 + 8, "{csv}");
+    assert!(csv.lines().nth(1).unwrap().starts_with("badnets,none,0,"), "{csv}");
+    let md = std::fs::read_to_string(out.join("results.md")).unwrap();
+    assert!(md.contains("8 of 8 cells finished") && md.contains("| badnets | vab-mixup | 2 |") && md.contains("| clean | none | 2 |"), "{md}");
+    let results: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
+    assert_eq!(results["aggregates"].as_array().unwrap().len(), 4);
+    assert!(results["cells"][2]["recall"].as_f64().is_some(), "V&B cells report detection: {results}");
+    let cell_config = std::fs::read_to_string(out.join("cells/badnets/vab-mixup/seed-1/config.toml")).unwrap();
+    assert!(cell_config.contains("mix = \"mixup\"") && cell_config.contains("seed = 1"), "{cell_config}");
+    let bundle = vab_data::Bundle::read(&out.join("bundles/badnets.safetensors")).unwrap();
+    assert_eq!(bundle.train_poisoned.iter().filter(|&&p| p).count(), 20);
+
+    let model = std::fs::read(out.join("cells/badnets/none/seed-0/model.safetensors")).unwrap();
+    let again = bench();
+    assert!(again.status.success(), "{}", text(&again.stderr));
+    assert_eq!(text(&again.stderr).matches("finished earlier, skipped").count(), 8, "{}", text(&again.stderr));
+    assert_eq!(std::fs::read(out.join("cells/badnets/none/seed-0/model.safetensors")).unwrap(), model);
+    assert_eq!(std::fs::read_to_string(out.join("results.csv")).unwrap(), csv);
+
+    std::fs::write(&config, tiny.replace("lr = 0.05", "lr = 0.1")).unwrap();
+    assert_clean_error(&bench(), "run with another configuration");
+}

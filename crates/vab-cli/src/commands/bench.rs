@@ -1,22 +1,144 @@
-//! `vab bench step`.
+//! `vab bench MATRIX.toml --out DIR` (a benchmark matrix) and `vab bench step` (throughput).
 
-use crate::cli::BenchCommand;
+use std::path::{Path, PathBuf};
 
-pub fn run(command: BenchCommand) -> anyhow::Result<()> {
-    match command {
-        BenchCommand::Step { model, batch, infer_batch, size, warmup, steps, json, backend } => {
-            anyhow::ensure!(batch > 0 && infer_batch > 0 && steps > 0 && size >= 8, "batch sizes and steps must be positive and size at least 8");
-            let arch = serde_json::from_value(serde_json::Value::String(model))?;
-            let result = vab_core::bench::bench_step(backend, arch, batch, infer_batch, [3, size, size], warmup, steps).map_err(anyhow::Error::msg)?;
-            if json {
-                println!("{}", serde_json::to_string(&result)?);
-            } else {
-                println!(
-                    "{:?} batch {batch}: train {:.1} img/s, inference (batch {infer_batch}) {:.1} img/s, {} threads, {} backend",
-                    result.model, result.train_img_s, result.infer_img_s, result.threads, result.backend.name()
-                );
-            }
-            Ok(())
-        }
+use anyhow::{bail, Context};
+use vab_attacks::poison::{poison, PoisonSpec};
+use vab_data::{Bundle, Dataset};
+
+use super::train::{train_run, RunInputs};
+use crate::cli::{BenchArgs, BenchCommand, LoadArgs};
+use crate::matrix::{cell_config, AttackRow, Matrix};
+use crate::results::{self, CellResult};
+
+pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    match (args.command, args.matrix, args.out) {
+        (Some(step), _, _) => bench_step(step),
+        (None, Some(matrix), Some(out)) => run_matrix(&matrix, &out, &args.load),
+        _ => bail!("give a matrix file and --out DIR, or `vab bench step`"),
     }
+}
+
+/// Makes the missing bundles, then runs every cell not finished yet (resuming interrupted
+/// ones), rewriting the results after each cell.
+fn run_matrix(path: &Path, out: &Path, load: &LoadArgs) -> anyhow::Result<()> {
+    let matrix = Matrix::read(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let base = std::fs::read_to_string(&matrix.config).with_context(|| format!("{}: cannot read the matrix's config", matrix.config.display()))?;
+    for folder in ["bundles", "cells"] {
+        std::fs::create_dir_all(out.join(folder)).with_context(|| format!("{}: cannot create", out.join(folder).display()))?;
+    }
+    let mut dataset = None;
+    for attack in &matrix.attacks {
+        ensure_bundle(&matrix, attack, out, load, &mut dataset)?;
+    }
+    drop(dataset);
+
+    let cells = matrix.cells();
+    let mut finished = Vec::new();
+    for (i, cell) in cells.iter().enumerate() {
+        let dir = cell.dir(out);
+        let label = format!("cell {}/{}: {} × {}, seed {}", i + 1, cells.len(), cell.attack.name, cell.defense.name, cell.seed);
+        let config = cell_config(&base, cell.defense, cell.seed).map_err(|e| anyhow::anyhow!("{}: {e}", matrix.config.display()))?;
+        let config_file = dir.join("config.toml");
+        let started = dir.join("checkpoint").exists() || dir.join("summary.json").exists();
+        if started && std::fs::read_to_string(&config_file).ok().as_deref() != Some(&config) {
+            bail!("{}: this cell was run with another configuration; delete it (or use another --out) to run it again", dir.display());
+        }
+        if dir.join("summary.json").exists() {
+            eprintln!("{label}: finished earlier, skipped");
+        } else {
+            eprintln!("{label}{}", if started { ": resuming" } else { "" });
+            if !started && dir.exists() {
+                std::fs::remove_dir_all(&dir).with_context(|| format!("{}: cannot clear", dir.display()))?;
+            }
+            let bundle = bundle_file(out, cell.attack).canonicalize().context("the bundle made above")?;
+            let inputs = RunInputs { bundle, defense: cell.defense.defense().into(), backend: Default::default() };
+            train_run(&inputs, &config, &config_file, &dir, started)?;
+        }
+        let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json"))?)?;
+        finished.push(CellResult::from_summary(&cell.attack.name, &cell.defense.name, cell.seed, &summary).map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?);
+        let heading = heading(path, &finished, cells.len());
+        results::write(out, &heading, &finished).with_context(|| format!("{}: cannot write results", out.display()))?;
+    }
+    print!("{}", std::fs::read_to_string(out.join("results.md"))?);
+    Ok(())
+}
+
+/// Where the bench keeps the bundle of `attack`.
+fn bundle_file(out: &Path, attack: &AttackRow) -> PathBuf {
+    out.join("bundles").join(format!("{}.safetensors", attack.name))
+}
+
+/// Writes the attack's bundle unless it exists; an existing one must come from the same
+/// attack definition (kept beside it as JSON).
+fn ensure_bundle(matrix: &Matrix, attack: &AttackRow, out: &Path, load: &LoadArgs, dataset: &mut Option<Dataset>) -> anyhow::Result<()> {
+    let bundle = bundle_file(out, attack);
+    let spec_file = bundle.with_extension("json");
+    let spec = serde_json::to_string_pretty(&serde_json::json!({ "data": matrix.data, "attack": attack }))?;
+    if bundle.exists() {
+        if std::fs::read_to_string(&spec_file).ok().as_deref() != Some(&spec) {
+            bail!("{}: made from another attack definition or dataset than the matrix's [[attack]] {:?}; delete it (and its cells) or use another --out", bundle.display(), attack.name);
+        }
+        return Ok(());
+    }
+    if dataset.is_none() {
+        *dataset = Some(super::load_dataset(&matrix.data, load)?);
+    }
+    let data = dataset.as_ref().expect("loaded above");
+    let source = matrix.data.display().to_string();
+    let made = match attack.attack() {
+        None => Bundle::clean(data.clone(), source),
+        Some(name) => {
+            let params = serde_json::to_value(&attack.params)?;
+            let built = vab_attacks::build(name, &params, data.shape(), attack.seed).with_context(|| format!("[[attack]] {:?}", attack.name))?;
+            let spec = PoisonSpec { rate: attack.rate, convention: None, label_rule: attack.label_rule, target: attack.target, seed: attack.seed };
+            let (bundle, record) = poison(data, &source, built.as_ref(), &spec).with_context(|| format!("[[attack]] {:?}", attack.name))?;
+            eprintln!("{}: {} poisoned training samples, {} triggered test images", attack.name, record.poisoned, bundle.test_triggered.len());
+            bundle
+        }
+    };
+    made.write(&bundle)?;
+    std::fs::write(&spec_file, spec).with_context(|| format!("{}: cannot write", spec_file.display()))?;
+    Ok(())
+}
+
+/// The lines above the results table: what was run, on what machine, how long it took.
+fn heading(matrix: &Path, finished: &[CellResult], total: usize) -> String {
+    let wall: f64 = finished.iter().map(|c| c.wall_s).sum();
+    format!(
+        "# Results of `{}`\n\n{} of {total} cells finished; their runs took {:.1} min in total (sum of the cells' wall times). \
+         Measured with vab {} on {}. Figures are percent; a ± column is the mean ± sample standard deviation over seeds. \
+         Precision and recall: detection of the poisoned training samples by V&B's final split.",
+        matrix.display(),
+        finished.len(),
+        wall / 60.0,
+        env!("CARGO_PKG_VERSION"),
+        machine()
+    )
+}
+
+/// "CPU model, N threads" from /proc/cpuinfo (Linux), else the thread count.
+fn machine() -> String {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let model = std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|info| {
+        info.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split_once(':')).map(|(_, v)| v.trim().to_string())
+    });
+    format!("{} ({threads} threads available)", model.unwrap_or_else(|| "an unknown CPU".into()))
+}
+
+/// `vab bench step`.
+fn bench_step(command: BenchCommand) -> anyhow::Result<()> {
+    let BenchCommand::Step { model, batch, infer_batch, size, warmup, steps, json, backend } = command;
+    anyhow::ensure!(batch > 0 && infer_batch > 0 && steps > 0 && size >= 8, "batch sizes and steps must be positive and size at least 8");
+    let arch = serde_json::from_value(serde_json::Value::String(model))?;
+    let result = vab_core::bench::bench_step(backend, arch, batch, infer_batch, [3, size, size], warmup, steps).map_err(anyhow::Error::msg)?;
+    if json {
+        println!("{}", serde_json::to_string(&result)?);
+    } else {
+        println!(
+            "{:?} batch {batch}: train {:.1} img/s, inference (batch {infer_batch}) {:.1} img/s, {} threads, {} backend",
+            result.model, result.train_img_s, result.infer_img_s, result.threads, result.backend.name()
+        );
+    }
+    Ok(())
 }

@@ -15,21 +15,23 @@ use crate::cli::TrainArgs;
 use crate::detection_log::DetectionLog;
 use crate::progress::EpochBar;
 
-/// What a run directory records about its inputs, so `--resume` needs nothing else.
+/// What a run directory records about its inputs (`run.json`), so `--resume` needs nothing else.
 #[derive(Serialize, Deserialize)]
-struct RunInputs {
-    bundle: PathBuf,
-    defense: String,
+pub struct RunInputs {
+    pub bundle: PathBuf,
+    /// `none` or `vab`.
+    pub defense: String,
     #[serde(default)]
-    backend: vab_core::backend::Backend,
+    pub backend: vab_core::backend::Backend,
 }
 
 pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
-    let (run_dir, inputs, config_text, resume) = match &args.resume {
+    match &args.resume {
         Some(dir) => {
             let inputs: RunInputs = serde_json::from_str(&read(&dir.join("run.json"))?)
                 .with_context(|| format!("{}: not a vab run directory", dir.display()))?;
-            (dir.clone(), inputs, read(&config_path(dir))?, true)
+            let config_file = config_path(dir);
+            train_run(&inputs, &read(&config_file)?, &config_file, dir, true)
         }
         None => {
             let (Some(bundle), Some(config), Some(out)) = (&args.bundle, &args.config, &args.out) else {
@@ -40,23 +42,28 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
             }
             let bundle = bundle.canonicalize().with_context(|| format!("{}: cannot open bundle", bundle.display()))?;
             let inputs = RunInputs { bundle, defense: args.defense.clone(), backend: args.backend };
-            (out.clone(), inputs, read(config)?, false)
+            train_run(&inputs, &read(config)?, config, out, false)
         }
-    };
-    let config = TrainConfig::from_toml(&config_text).map_err(|e| anyhow::anyhow!("{}: {e}", args.config.as_deref().unwrap_or(&config_path(&run_dir)).display()))?;
+    }
+}
+
+/// Trains `inputs.defense` on `inputs.bundle` with the configuration `config_text` (read from
+/// `config_file`, which errors name) into `run_dir`, or continues it there with `resume`.
+pub fn train_run(inputs: &RunInputs, config_text: &str, config_file: &Path, run_dir: &Path, resume: bool) -> anyhow::Result<()> {
+    let config = TrainConfig::from_toml(config_text).map_err(|e| anyhow::anyhow!("{}: {e}", config_file.display()))?;
     let bundle = Bundle::read(&inputs.bundle)?;
     let (train, evals, ground_truth) = vab_core::data::split(bundle).map_err(|e| anyhow::anyhow!("{}: {e}", inputs.bundle.display()))?;
     if !resume {
-        std::fs::create_dir_all(&run_dir).with_context(|| format!("{}: cannot create run directory", run_dir.display()))?;
-        std::fs::write(config_path(&run_dir), &config_text).with_context(|| format!("{}: cannot write", run_dir.display()))?;
-        std::fs::write(run_dir.join("run.json"), serde_json::to_string_pretty(&inputs)?)?;
+        std::fs::create_dir_all(run_dir).with_context(|| format!("{}: cannot create run directory", run_dir.display()))?;
+        std::fs::write(config_path(run_dir), config_text).with_context(|| format!("{}: cannot write", run_dir.display()))?;
+        std::fs::write(run_dir.join("run.json"), serde_json::to_string_pretty(inputs)?)?;
     }
     let samples = config.data.train_subset.map_or(train.images.len(), |k| k.min(train.images.len()));
     eprintln!("training {:?} on {} ({samples} of {} training samples), defense {}", config.model.arch, inputs.bundle.display(), train.images.len(), inputs.defense);
     if inputs.defense == "vab" {
-        return train_vab_run(&config, &inputs, &train, &evals, &ground_truth, &run_dir, resume);
+        return train_vab_run(&config, inputs, &train, &evals, &ground_truth, run_dir, resume);
     }
-    let summary = train_baseline(&config, inputs.backend, &train, &evals, &run_dir, resume, &EpochBar::new())?;
+    let summary = train_baseline(&config, inputs.backend, &train, &evals, run_dir, resume, &EpochBar::new())?;
     println!("{} after {} epochs in {:.0} s; run directory {}", scores(&summary), summary.epochs, summary.wall_s, run_dir.display());
     Ok(())
 }

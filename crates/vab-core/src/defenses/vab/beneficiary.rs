@@ -9,8 +9,10 @@
 //! views, pseudo-labelled by a no-grad pass and suppressed by the Victim
 //! ([`super::semi_supervised`]); credible labels are suppressed before mixing. The loss is
 //! L = L_mix + α·L_u (eq. 11). The feature pass runs the Beneficiary in train mode, as the
-//! authors' code does, or in eval mode (`vab.attention_features`); the pseudo-label pass runs in
-//! eval mode, so that it does not move the batch-norm statistics (method.md §8).
+//! authors' code does, or in eval mode (`vab.attention_features`); the pseudo-label pass
+//! normalises with the unlabelled batch's statistics as the code does, but on a copy, so that it
+//! does not move the running statistics (method.md §8), or with the running statistics
+//! (`vab.pseudo_label_norm`).
 //!
 //! Each group (mixed views, unlabelled views) goes through the network as one batch, so batch
 //! norm sees the statistics of the group; the authors' code passes each view separately.
@@ -19,12 +21,12 @@ use std::time::Instant;
 
 use burn::module::Module;
 use burn::optim::{GradientsParams, ModuleOptimizer};
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::{Device, Tensor, TensorData};
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 
 use super::attention_mix::attention_maps;
-use super::config::{FeatureMode, MixKind, VabConfig};
+use super::config::{FeatureMode, MixKind, PseudoLabelNorm, VabConfig};
 use super::mixes;
 use super::semi_supervised::{credible_targets, unlabelled_batch, unlabelled_batch_size, unlabelled_targets};
 use super::victim::Split;
@@ -124,11 +126,7 @@ impl Beneficiary {
         let mut loss = soft_cross_entropy(self.model.forward(tensor(mixed.images, batch.shape)), y);
         if let Some(u) = unlabelled {
             let n = u.indices.len() / vab.unlabelled_views;
-            // Eval mode: a no-grad pass in train mode would pull the running batch-norm
-            // statistics towards the few (mostly triggered) suspicious images of this batch,
-            // a fault of the authors' code that method.md §8 says not to copy.
-            let x_eval = Tensor::<4>::from_data(TensorData::new(u.images.clone(), u.shape), &ctx.inference);
-            let pseudo = self.model.valid().forward(x_eval).into_data().try_to_vec::<f32>().expect("f32 logits");
+            let pseudo = pseudo_label_logits(&self.model, &u, vab.pseudo_label_norm, &ctx.device, &ctx.inference);
             let x = tensor(u.images, u.shape);
             let targets_u = unlabelled_targets(&pseudo, &u.indices[..n], vab.unlabelled_views, k, &split.logits, suppression.and_then(|s| s.suspicious));
             let y = Tensor::<2>::from_data(TensorData::new(targets_u, [u.shape[0], k]), device);
@@ -138,5 +136,51 @@ impl Beneficiary {
         let grads = GradientsParams::from_grads(loss.backward(), &self.model);
         self.model = self.optim.step(lr, self.model.clone(), grads);
         value
+    }
+}
+
+/// The Beneficiary's logits on the unlabelled views, without gradients and without moving its
+/// batch-norm running statistics. With `Batch`, a copy in train mode normalises with the views'
+/// own statistics (the authors' pseudo-labels); `valid()` gives the copy fresh running-statistic
+/// buffers, so its updates are thrown away with it.
+/// `device` is the training (autodiff) device, `inference` the plain one.
+pub fn pseudo_label_logits(model: &Network, views: &Batch, norm: PseudoLabelNorm, device: &Device, inference: &Device) -> Vec<f32> {
+    let input = |device: &Device| Tensor::<4>::from_data(TensorData::new(views.images.clone(), views.shape), device);
+    let logits = match norm {
+        PseudoLabelNorm::Batch => model.valid().train().forward(input(device)).detach(),
+        PseudoLabelNorm::Running => model.valid().forward(input(inference)),
+    };
+    logits.into_data().try_to_vec::<f32>().expect("f32 logits")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::models::Arch;
+
+    fn views(n: usize, shift: f32) -> Batch {
+        let images = (0..n * 3 * 8 * 8).map(|i| ((i * 37 % 101) as f32 / 50.0 - 1.0) * 2.0 + shift).collect();
+        Batch { images, shape: [n, 3, 8, 8], indices: (0..n).collect(), labels: vec![0; n] }
+    }
+
+    #[test]
+    fn batch_statistics_pseudo_labels_leave_the_running_statistics_alone() {
+        let inference = Device::flex();
+        let device = inference.clone().autodiff();
+        let model = Network::new(Arch::Small, 3, 4, &device);
+        let probe = views(3, 0.0);
+        let eval = |m: &Network| pseudo_label_logits(m, &probe, PseudoLabelNorm::Running, &device, &inference);
+        let before = eval(&model);
+        // Inputs far from the running statistics (mean 0, variance 1 at initialisation).
+        let shifted = views(6, 5.0);
+        let batch = pseudo_label_logits(&model, &shifted, PseudoLabelNorm::Batch, &device, &inference);
+        assert_eq!(eval(&model), before, "the batch-statistics pass moved the running statistics");
+        let running = pseudo_label_logits(&model, &shifted, PseudoLabelNorm::Running, &device, &inference);
+        assert!(batch.iter().zip(&running).any(|(a, b)| (a - b).abs() > 1e-3), "batch statistics were not used");
+        // The same numbers as a train-mode forward of the model itself (which does move them).
+        let x = Tensor::<4>::from_data(TensorData::new(shifted.images.clone(), shifted.shape), &device);
+        let train_mode: Vec<f32> = model.forward(x).into_data().try_to_vec().unwrap();
+        assert!(batch.iter().zip(&train_mode).all(|(a, b)| (a - b).abs() <= 1e-5 * (1.0 + b.abs())));
+        assert_ne!(eval(&model), before, "control: a train-mode forward does move them");
     }
 }

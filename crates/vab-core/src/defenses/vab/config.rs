@@ -40,6 +40,10 @@ pub struct VabConfig {
     /// Batch-norm mode of the Beneficiary's no-grad feature pass (code: train).
     #[serde(default)]
     pub attention_features: FeatureMode,
+    /// Batch-norm statistics of the Beneficiary's no-grad pseudo-label pass (code: batch
+    /// statistics, with the running statistics moved, a fault method.md §8 says not to copy).
+    #[serde(default)]
+    pub pseudo_label_norm: PseudoLabelNorm,
     /// Temperature T of the Victim's softmax in the suppression (eq. 10; code: 3).
     #[serde(default = "temperature")]
     pub temperature: f64,
@@ -95,8 +99,9 @@ pub enum FeatureMode {
 }
 
 /// Paper Table 4's components. All on is V&B; "F" alone is `mix = "none"` with every switch off.
+/// Switches left out stay on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct Ablation {
     /// SST: stage 3 trains on the suspicious set with pseudo-labels (off: stage 3 continues
     /// stage 2 on the credible set alone).
@@ -111,6 +116,17 @@ impl Default for Ablation {
     fn default() -> Self {
         Self { semi_supervised: true, suppress_suspicious: true, suppress_credible: true }
     }
+}
+/// Batch-norm statistics of the pseudo-label pass.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PseudoLabelNorm {
+    /// The unlabelled batch's own statistics, as the authors' code computes its pseudo-labels,
+    /// on a throw-away copy so the running statistics stay where training left them.
+    #[default]
+    Batch,
+    /// The running statistics (eval mode).
+    Running,
 }
 
 fn entropy_momentum() -> f64 {
@@ -177,6 +193,7 @@ mod tests {
         assert_eq!((c.entropy_momentum, c.refresh_every, c.views, c.t_m, c.temperature), (0.75, 5, 2, 0.1, 3.0));
         assert_eq!(c.warmup, Warmup::CodeSteps { step: 0.4, end: 0.2 });
         assert_eq!((c.mix, c.attention_upsample, c.attention_features), (MixKind::AttentionMix, Upsample::Nearest, FeatureMode::Train));
+        assert_eq!(c.pseudo_label_norm, PseudoLabelNorm::Batch);
         // Stage 3 = epochs 101..200: α 0.1 for 101-150, 0.5 for 151-200.
         assert_eq!((c.alpha_at(0, 100), c.alpha_at(49, 100), c.alpha_at(50, 100), c.alpha_at(99, 100)), (0.1, 0.1, 0.5, 0.5));
         assert!(c.validate(200).is_ok());
@@ -189,5 +206,7 @@ mod tests {
         assert_eq!(c.mix, MixKind::Cutmix);
         assert!(!c.ablation.semi_supervised && c.ablation.suppress_credible);
         assert!(toml::from_str::<VabConfig>("stage2_epochs = 2\nviews2 = 1").is_err());
+        let partial: VabConfig = toml::from_str("stage2_epochs = 2\n[ablation]\nsuppress_credible = false\n").unwrap();
+        assert!(partial.ablation.semi_supervised && partial.ablation.suppress_suspicious && !partial.ablation.suppress_credible);
     }
 }
