@@ -22,6 +22,13 @@ pub enum Command {
     Poison(PoisonArgs),
     /// Train a classifier on a bundle, with or without a defense, into a run directory.
     Train(TrainArgs),
+    /// Write a self-contained report.html (charts, entropy histograms, sample grids, results)
+    /// for a run directory or a bench directory.
+    Report {
+        /// A run directory (`vab train --out`) or a bench directory (`vab bench --out`).
+        #[arg(value_name = "RUN_DIR|BENCH_DIR")]
+        dir: PathBuf,
+    },
     /// Run a benchmark matrix (attacks × defenses × seeds) into a results table, or time the
     /// training step (`vab bench step`).
     Bench(BenchArgs),

@@ -1,6 +1,6 @@
 //! An RGB canvas: paste u8 C×H×W images (magnified), fill rectangles, write text with the
-//! public-domain 8×8 bitmap font, save as PNG. Used by `vab data preview` and the V&B entropy
-//! histograms.
+//! public-domain 8×8 bitmap font, save as PNG. Used by `vab data preview`, the V&B entropy
+//! histograms and the report's image grids.
 
 use std::path::Path;
 
@@ -73,10 +73,17 @@ impl Canvas {
         }
     }
 
+    /// The canvas as PNG bytes.
+    pub fn png(self) -> anyhow::Result<Vec<u8>> {
+        let image = image::RgbImage::from_raw(self.width as u32, self.height as u32, self.rgb).context("canvas size")?;
+        let mut bytes = std::io::Cursor::new(Vec::new());
+        image.write_to(&mut bytes, image::ImageFormat::Png).context("cannot encode PNG")?;
+        Ok(bytes.into_inner())
+    }
+
     /// Saves the canvas as a PNG.
     pub fn save(self, path: &Path) -> anyhow::Result<()> {
-        let image = image::RgbImage::from_raw(self.width as u32, self.height as u32, self.rgb).context("canvas size")?;
-        image.save_with_format(path, image::ImageFormat::Png).with_context(|| format!("{}: cannot write PNG", path.display()))
+        std::fs::write(path, self.png()?).with_context(|| format!("{}: cannot write PNG", path.display()))
     }
 }
 

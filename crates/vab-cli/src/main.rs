@@ -7,6 +7,7 @@ mod detection_log;
 mod grid;
 mod matrix;
 mod progress;
+mod report;
 mod results;
 
 use clap::Parser;

@@ -356,4 +356,23 @@ fn bench_runs_a_matrix_skips_finished_cells_and_refuses_a_changed_config() {
 
     std::fs::write(&config, tiny.replace("lr = 0.05", "lr = 0.1")).unwrap();
     assert_clean_error(&bench(), "run with another configuration");
+
+    // Reports: self-contained HTML (no reference leaves the file but the SVG namespace).
+    let report = |dir: &Path| {
+        let out = vab(&["report", dir.to_str().unwrap()], tmp.path());
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let html = std::fs::read_to_string(dir.join("report.html")).unwrap();
+        let outside = html.replace("xmlns=\"http://www.w3.org/2000/svg\"", "");
+        assert!(!outside.contains("http:") && !outside.contains("https:") && !outside.contains("src=\"/"), "external reference in {}", dir.display());
+        html
+    };
+    let cell = out.join("cells/badnets/vab-mixup/seed-0");
+    let run_html = report(&cell);
+    for needle in ["Beneficiary: test metrics", "Victim: metrics on the test sample", "detection of the poisoned samples per refresh", "32 most suspicious", "32 most credible", "refresh-01"] {
+        assert!(run_html.contains(needle), "run report lacks {needle:?}");
+    }
+    assert!(run_html.matches("data:image/png;base64,").count() >= 3, "histograms and grids are embedded");
+    let bench_html = report(&out);
+    assert!(bench_html.contains("<h2>badnets × vab-mixup, seed 1</h2>") && bench_html.contains("<td>clean</td><td>none</td><td>2</td>"), "bench report lacks cells or rows");
+    assert_clean_error(&vab(&["report", tmp.path().to_str().unwrap()], tmp.path()), "neither a run directory");
 }

@@ -7,6 +7,8 @@
 
 use std::sync::Arc;
 
+use rand::SeedableRng;
+
 use vab_attacks::poison::{AttackRecord, LabelRule};
 use vab_data::{Bundle, ImageSet};
 
@@ -35,6 +37,23 @@ pub struct EvalSets {
     pub num_classes: usize,
 }
 
+impl EvalSets {
+    /// At most `n` clean and `n` triggered test images, drawn uniformly with `seed` (in index
+    /// order), for cheap monitoring.
+    pub fn sample(&self, n: usize, seed: u64) -> EvalSets {
+        let pick = |set: &ImageSet, stream: u64| -> Arc<ImageSet> {
+            if set.len() <= n {
+                return set.clone().into();
+            }
+            let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(seed ^ stream);
+            let mut chosen = rand::seq::index::sample(&mut rng, set.len(), n).into_vec();
+            chosen.sort_unstable();
+            Arc::new(set.select(&chosen))
+        };
+        EvalSets { test: pick(&self.test, 1), triggered: pick(&self.triggered, 2), attack: self.attack, num_classes: self.num_classes }
+    }
+}
+
 /// The attack's ground truth, for detection metrics only.
 #[derive(Clone, Debug)]
 pub struct GroundTruth {
@@ -58,4 +77,29 @@ pub fn split(bundle: Bundle) -> Result<(TrainingSet, EvalSets, GroundTruth), Str
         EvalSets { test: Arc::new(bundle.test), triggered: Arc::new(bundle.test_triggered), attack, num_classes },
         GroundTruth { poisoned: bundle.train_poisoned, true_labels: bundle.train_true_labels },
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vab_data::ImageShape;
+
+    fn set(n: usize) -> Arc<ImageSet> {
+        let shape = ImageShape { channels: 1, height: 1, width: 1 };
+        Arc::new(ImageSet::new(shape, (0..n).map(|i| i as u8).collect(), (0..n).map(|i| (i % 10) as u16).collect()).unwrap())
+    }
+
+    #[test]
+    fn eval_sample_is_a_seeded_subset_of_each_set() {
+        let evals = EvalSets { test: set(200), triggered: set(30), attack: Some((LabelRule::AllToOne, 0)), num_classes: 10 };
+        let a = evals.sample(50, 7);
+        assert_eq!((a.test.len(), a.triggered.len()), (50, 30), "a set smaller than n is kept whole");
+        let pixels = |s: &ImageSet| (0..s.len()).map(|i| s.image(i)[0]).collect::<Vec<_>>();
+        let picked = pixels(&a.test);
+        assert!(picked.windows(2).all(|w| w[0] < w[1]), "distinct, in index order");
+        assert!(picked.iter().enumerate().all(|(i, &p)| a.test.labels()[i] == (p % 10) as u16), "labels follow their images");
+        assert_eq!(pixels(&evals.sample(50, 7).test), picked);
+        assert_ne!(pixels(&evals.sample(50, 8).test), picked);
+        assert_eq!(a.attack, evals.attack);
+    }
 }

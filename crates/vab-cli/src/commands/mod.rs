@@ -20,6 +20,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Poison(args) => poison::run(&args),
         Command::Train(args) => train::run(&args),
         Command::Bench(command) => bench::run(command),
+        Command::Report { dir } => {
+            let path = crate::report::write(&dir)?;
+            println!("wrote {}", path.display());
+            Ok(())
+        }
     }
 }
 

@@ -54,6 +54,11 @@ pub struct VabConfig {
     /// α of eq. 11 over equal parts of stage 3 (paper: 0.1 for epochs 101-150, 0.5 for 151-200).
     #[serde(default = "alpha")]
     pub alpha: Vec<f64>,
+    /// After each Victim epoch, evaluate the Victim on a seeded sample of this many clean and
+    /// this many triggered test images (reporting only: BA/ASR curves; 0 turns it off). Small,
+    /// because a full evaluation costs as much as a Victim epoch on CPU.
+    #[serde(default = "victim_eval_samples")]
+    pub victim_eval_samples: usize,
     /// Switches for paper Table 4.
     #[serde(default)]
     pub ablation: Ablation,
@@ -129,6 +134,9 @@ pub enum PseudoLabelNorm {
     Running,
 }
 
+fn victim_eval_samples() -> usize {
+    1000
+}
 fn entropy_momentum() -> f64 {
     0.75
 }

@@ -27,7 +27,7 @@ use std::path::PathBuf;
 use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
-use crate::data::TrainingSet;
+use crate::data::{EvalSets, TrainingSet};
 use crate::engine::batches::Normalization;
 use crate::engine::eval::Metrics;
 use crate::engine::run::append_jsonl;
@@ -50,6 +50,8 @@ pub struct Context<'a> {
     pub progress: &'a dyn TrainProgress,
     /// The run's `metrics.jsonl`.
     pub metrics: PathBuf,
+    /// Test sample the Victim is evaluated on after each epoch (`vab.victim_eval_samples`).
+    pub victim_eval: Option<EvalSets>,
 }
 
 impl Context<'_> {
@@ -63,7 +65,14 @@ impl Context<'_> {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
-    Victim { epoch: usize, samples: usize, loss: f64 },
+    Victim {
+        epoch: usize,
+        samples: usize,
+        loss: f64,
+        /// On the `victim_eval` sample, when configured.
+        #[serde(flatten)]
+        metrics: Option<Metrics>,
+    },
     Refresh { refresh: usize, stage: Stage, beneficiary_epoch: usize, t_f: f64, suspicious: usize, credible: usize },
     Beneficiary {
         epoch: usize,

@@ -120,6 +120,7 @@ pub fn train_vab(config: &TrainConfig, backend: Backend, train: &TrainingSet, ev
         eval_batch_size: config.data.eval_batch_size,
         progress,
         metrics: metrics_path.clone(),
+        victim_eval: (vab.victim_eval_samples > 0).then(|| evals.sample(vab.victim_eval_samples, config.train.seed)),
     };
     let mut victim = Victim::new(&ctx, &vab.victim);
     let mut beneficiary = Beneficiary::new(&ctx, config);

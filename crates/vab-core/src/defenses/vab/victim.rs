@@ -23,7 +23,7 @@ use super::threshold::Warmup;
 use super::{Context, Event, RefreshEvent, RefreshObserver, Stage};
 use crate::config::OptimizerConfig;
 use crate::engine::batches::epoch_batches;
-use crate::engine::eval::logits;
+use crate::engine::eval::{evaluate, logits};
 use crate::engine::optim;
 use crate::engine::step::train_step;
 use crate::error::Result;
@@ -99,8 +99,10 @@ impl Victim {
             ctx.progress.batch(b, loss);
         }
         let loss = loss_sum / members.len().max(1) as f64;
-        ctx.progress.finish(&format!("{label}: loss {loss:.4}"));
-        ctx.record(&Event::Victim { epoch: self.state.epochs, samples: members.len(), loss })?;
+        let metrics = ctx.victim_eval.as_ref().map(|sample| evaluate(&self.model.valid(), sample, &ctx.norm, ctx.eval_batch_size, &ctx.inference));
+        let scores = metrics.as_ref().map_or(String::new(), |m| format!("; on the test sample {}", m.describe()));
+        ctx.progress.finish(&format!("{label}: loss {loss:.4}{scores}"));
+        ctx.record(&Event::Victim { epoch: self.state.epochs, samples: members.len(), loss, metrics })?;
         self.state.epochs += 1;
         Ok(())
     }

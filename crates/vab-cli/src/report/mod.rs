@@ -1,0 +1,255 @@
+//! `vab report RUN_DIR|BENCH_DIR`: one self-contained `report.html` (charts as inline SVG,
+//! images as embedded PNG), readable in a browser with no network.
+//!
+//! A run directory gives: the summary, BA/ASR/RA per evaluated epoch, the training loss of
+//! both networks, and for V&B the suspicious/credible sizes and detection precision/recall per
+//! refresh, the entropy histograms and grids of the 32 most suspicious and 32 most credible
+//! training images. A bench directory gives its results table and, per cell, the charts.
+
+mod chart;
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use base64::Engine;
+use serde_json::Value;
+use vab_data::Bundle;
+
+use crate::grid::Canvas;
+use chart::{line_chart, Series, COLORS};
+
+/// Writes `report.html` into `dir` (a run or a bench directory) and returns its path.
+pub fn write(dir: &Path) -> anyhow::Result<PathBuf> {
+    let body = if dir.join("results.json").is_file() {
+        bench_body(dir)?
+    } else if dir.join("summary.json").is_file() {
+        run_body(dir, true)?
+    } else {
+        anyhow::bail!("{}: neither a run directory (no summary.json) nor a bench directory (no results.json); finish the run or bench first", dir.display());
+    };
+    let title = format!("vab report: {}", dir.display());
+    let html = format!("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{}</title><style>{STYLE}</style></head><body><h1>{}</h1>{body}</body></html>\n", escape(&title), escape(&title));
+    let path = dir.join("report.html");
+    std::fs::write(&path, html).with_context(|| format!("{}: cannot write", path.display()))?;
+    Ok(path)
+}
+
+const STYLE: &str = "body{font-family:sans-serif;max-width:1200px;margin:1em auto;padding:0 1em;color:#222}\
+    table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}\
+    th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}.charts{display:flex;flex-wrap:wrap;gap:8px}\
+    img{image-rendering:pixelated}figure{display:inline-block;margin:4px}figcaption{font-size:12px;color:#555}";
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+fn read_json(path: &Path) -> anyhow::Result<Value> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("{}: not valid JSON", path.display()))
+}
+
+/// Every line of a JSON-lines file (none when it is missing).
+fn read_jsonl(path: &Path) -> anyhow::Result<Vec<Value>> {
+    let Ok(text) = std::fs::read_to_string(path) else { return Ok(Vec::new()) };
+    text.lines().enumerate().map(|(i, l)| serde_json::from_str(l).with_context(|| format!("{}: line {} is not valid JSON", path.display(), i + 1))).collect()
+}
+
+fn img(png: &[u8], alt: &str) -> String {
+    format!("<img alt=\"{}\" src=\"data:image/png;base64,{}\">", escape(alt), base64::engine::general_purpose::STANDARD.encode(png))
+}
+
+fn percent(v: &Value) -> String {
+    v.as_f64().map_or("—".into(), |v| format!("{v:.2}"))
+}
+
+/// The series `keys` of `records` against `x_key`, skipping records without the value.
+fn series(records: &[&Value], x_key: &str, keys: &[(&str, &str)]) -> Vec<Series> {
+    keys.iter()
+        .enumerate()
+        .map(|(i, (key, name))| Series {
+            name: name.to_string(),
+            color: COLORS[i % COLORS.len()],
+            points: records.iter().filter_map(|r| Some((r[x_key].as_f64()?, r[*key].as_f64()?))).collect(),
+        })
+        .collect()
+}
+
+/// The report of one run directory; `images` adds the entropy histograms and sample grids.
+fn run_body(dir: &Path, images: bool) -> anyhow::Result<String> {
+    let summary = read_json(&dir.join("summary.json"))?;
+    let metrics = read_jsonl(&dir.join("metrics.jsonl"))?;
+    let refreshes = read_jsonl(&dir.join("refreshes.jsonl"))?;
+    let vab = summary["defense"] == "vab";
+    let mut out = summary_table(&summary);
+
+    // Epoch records: V&B tags each line with an event, the baseline's lines are all epochs.
+    let network: Vec<&Value> = metrics.iter().filter(|m| m.get("event").is_none() || m["event"] == "beneficiary").collect();
+    let victim: Vec<&Value> = metrics.iter().filter(|m| m["event"] == "victim").collect();
+    let who = if vab { "Beneficiary" } else { "network" };
+    out += "<div class=\"charts\">";
+    out += &line_chart(&format!("{who}: test metrics (evaluated epochs)"), "epoch", &series(&network, "epoch", &[("ba", "BA %"), ("asr", "ASR %"), ("ra", "RA %")]), Some((0.0, 100.0)));
+    if victim.iter().any(|v| v.get("ba").is_some()) {
+        out += &line_chart("Victim: metrics on the test sample (vab.victim_eval_samples)", "Victim epoch", &series(&victim, "epoch", &[("ba", "BA %"), ("asr", "ASR %"), ("ra", "RA %")]), Some((0.0, 100.0)));
+    }
+    let mut losses = series(&network, "epoch", &[("loss", &format!("{who} loss"))]);
+    if vab {
+        let victim_loss = series(&victim, "epoch", &[("loss", "Victim loss")]).remove(0);
+        losses.push(Series { color: COLORS[1], ..victim_loss });
+    }
+    out += &line_chart("training loss per epoch", "each network's epoch", &losses, None);
+    if !refreshes.is_empty() {
+        let r: Vec<&Value> = refreshes.iter().collect();
+        out += &line_chart("split sizes per refresh", "refresh", &series(&r, "refresh", &[("suspicious", "suspicious"), ("credible", "credible")]), None);
+        out += &line_chart("detection of the poisoned samples per refresh", "refresh", &series(&r, "refresh", &[("precision", "precision %"), ("recall", "recall %"), ("fpr", "FPR %")]), Some((0.0, 100.0)));
+    }
+    out += "</div>";
+    if !refreshes.is_empty() {
+        out += &refresh_table(&refreshes);
+    }
+    if images && vab {
+        out += &entropy_histograms(dir)?;
+        out += &sample_grids(dir)?;
+    }
+    Ok(out)
+}
+
+fn summary_table(s: &Value) -> String {
+    let mut rows = vec![
+        ("defense", s["defense"].as_str().unwrap_or("?").to_string()),
+        ("BA / ASR / RA %", format!("{} / {} / {}", percent(&s["ba"]), percent(&s["asr"]), percent(&s["ra"]))),
+        ("epochs, training samples", format!("{}, {}", s["epochs"], s["train_samples"])),
+        ("wall time", format!("{:.0} s", s["wall_s"].as_f64().unwrap_or(0.0))),
+    ];
+    let after = &s["after_stage2"];
+    if after.is_object() {
+        rows.push(("after stage 2: BA / ASR / RA %", format!("{} / {} / {}", percent(&after["ba"]), percent(&after["asr"]), percent(&after["ra"]))));
+    }
+    let d = &s["detection"];
+    if d.is_object() {
+        rows.push(("final split: suspicious / credible", format!("{} / {}", d["suspicious"], d["credible"])));
+        rows.push(("detection precision / recall / FPR %", format!("{} / {} / {}", percent(&d["precision"]), percent(&d["recall"]), percent(&d["fpr"]))));
+    }
+    if let Some(stages) = s["stages"].as_array() {
+        let times: Vec<String> = stages.iter().map(|t| format!("{} {:.0} s", t["stage"].as_str().unwrap_or("?"), t["wall_s"].as_f64().unwrap_or(0.0))).collect();
+        rows.push(("stage wall times", times.join(", ")));
+    }
+    let mut out = String::from("<table>");
+    for (k, v) in rows {
+        let _ = write!(out, "<tr><th>{}</th><td>{}</td></tr>", escape(k), escape(&v));
+    }
+    out + "</table>"
+}
+
+fn refresh_table(refreshes: &[Value]) -> String {
+    let mut out = String::from("<h3>Refreshes</h3><table><tr><th>refresh</th><th>stage</th><th>Beneficiary epoch</th><th>t_f</th><th>suspicious</th><th>credible</th><th>precision %</th><th>recall %</th><th>FPR %</th></tr>");
+    for r in refreshes {
+        let _ = write!(
+            out,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{:.3}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            r["refresh"], escape(r["stage"].as_str().unwrap_or("?")), r["beneficiary_epoch"], r["t_f"].as_f64().unwrap_or(f64::NAN), r["suspicious"], r["credible"],
+            percent(&r["precision"]), percent(&r["recall"]), percent(&r["fpr"])
+        );
+    }
+    out + "</table>"
+}
+
+fn entropy_histograms(dir: &Path) -> anyhow::Result<String> {
+    let folder = dir.join("entropy");
+    let mut files: Vec<PathBuf> = match std::fs::read_dir(&folder) {
+        Ok(entries) => entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|x| x == "png")).collect(),
+        Err(_) => return Ok(String::new()),
+    };
+    files.sort();
+    let mut out = String::from("<h2>Normalised entropy of clean and poisoned training samples, per refresh</h2>");
+    for file in files {
+        let png = std::fs::read(&file).with_context(|| format!("{}: cannot read", file.display()))?;
+        let name = file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        let _ = write!(out, "<figure>{}<figcaption>{}</figcaption></figure>", img(&png, &name), escape(&name));
+    }
+    Ok(out)
+}
+
+/// Grids of the 32 most suspicious and the 32 most credible samples of the final split, read
+/// from `suspicious.csv` (most suspicious first) and the run's bundle. A red frame marks a
+/// sample the attack poisoned, green a clean one.
+fn sample_grids(dir: &Path) -> anyhow::Result<String> {
+    let csv = dir.join("suspicious.csv");
+    let Ok(text) = std::fs::read_to_string(&csv) else { return Ok(String::new()) };
+    let rows: Vec<(usize, f64, bool)> = text
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            match f.as_slice() {
+                [index, entropy, _, poisoned] => Ok((index.parse()?, entropy.parse()?, *poisoned == "1")),
+                _ => anyhow::bail!("expected 4 columns"),
+            }
+        })
+        .collect::<anyhow::Result<_>>()
+        .with_context(|| format!("{}: unreadable", csv.display()))?;
+    let run: Value = read_json(&dir.join("run.json"))?;
+    let bundle_path = PathBuf::from(run["bundle"].as_str().unwrap_or_default());
+    let bundle = match Bundle::read(&bundle_path) {
+        Ok(b) => b,
+        Err(e) => return Ok(format!("<p>Sample grids left out: the run's bundle cannot be read ({}).</p>", escape(&e.to_string()))),
+    };
+    let most_credible: Vec<(usize, f64, bool)> = rows.iter().rev().take(32).copied().collect();
+    let mut out = String::from("<h2>Training samples of the final split</h2><p>Red frame: poisoned by the attack (ground truth, reporting only); green: clean. The label shown is the one trained on.</p>");
+    for (title, samples) in [("32 most suspicious (lowest entropy)", &rows[..rows.len().min(32)]), ("32 most credible (highest entropy)", &most_credible[..])] {
+        let png = grid(&bundle, samples)?;
+        let _ = write!(out, "<figure>{}<figcaption>{title}</figcaption></figure>", img(&png, title));
+    }
+    Ok(out)
+}
+
+fn grid(bundle: &Bundle, samples: &[(usize, f64, bool)]) -> anyhow::Result<Vec<u8>> {
+    let shape = bundle.train.shape();
+    let scale = (64 / shape.height.max(shape.width)).max(1);
+    let (w, h) = (shape.width * scale + 6, shape.height * scale + 6 + crate::grid::GLYPH + 2);
+    let columns = 8;
+    let mut canvas = Canvas::new(columns * w, samples.len().div_ceil(columns).max(1) * h);
+    for (i, &(index, _, poisoned)) in samples.iter().enumerate() {
+        anyhow::ensure!(index < bundle.train.len(), "suspicious.csv names sample {index}, but the bundle has {} training samples", bundle.train.len());
+        let (x, y) = ((i % columns) * w, (i / columns) * h);
+        let frame = if poisoned { [214, 39, 40] } else { [44, 160, 44] };
+        canvas.fill(x + 1, y + 1, w - 2, shape.height * scale + 4, frame);
+        canvas.paste(bundle.train.image(index), shape, x + 3, y + 3, scale);
+        let label = bundle.train.labels()[index] as usize;
+        let name: String = bundle.meta.class_names.get(label).map_or(label.to_string(), |n| n.chars().take(8).collect());
+        canvas.text(&name, x + 3, y + shape.height * scale + 7);
+    }
+    canvas.png()
+}
+
+/// The report of a bench directory: its results table, then each cell's charts.
+fn bench_body(dir: &Path) -> anyhow::Result<String> {
+    let results = read_json(&dir.join("results.json"))?;
+    let md = std::fs::read_to_string(dir.join("results.md")).unwrap_or_default();
+    let mut out = String::new();
+    for line in md.lines().filter(|l| !l.starts_with('|') && !l.starts_with('#') && !l.is_empty()) {
+        let _ = write!(out, "<p>{}</p>", escape(line));
+    }
+    out += "<h2>Results</h2><table><tr><th>attack</th><th>defense</th><th>seeds</th><th>BA %</th><th>ASR %</th><th>RA %</th><th>precision %</th><th>recall %</th><th>wall s</th></tr>";
+    let stat = |v: &Value, seeds: u64| match (v["mean"].as_f64(), v["std"].as_f64()) {
+        (Some(m), Some(s)) if seeds > 1 => format!("{m:.2} ± {s:.2}"),
+        (Some(m), _) => format!("{m:.2}"),
+        _ => "—".into(),
+    };
+    for a in results["aggregates"].as_array().into_iter().flatten() {
+        let seeds = a["seeds"].as_u64().unwrap_or(1);
+        let _ = write!(out, "<tr><td>{}</td><td>{}</td><td>{seeds}</td>", escape(a["attack"].as_str().unwrap_or("?")), escape(a["defense"].as_str().unwrap_or("?")));
+        for key in ["ba", "asr", "ra", "precision", "recall", "wall_s"] {
+            let _ = write!(out, "<td>{}</td>", stat(&a[key], seeds));
+        }
+        out += "</tr>";
+    }
+    out += "</table>";
+    for c in results["cells"].as_array().into_iter().flatten() {
+        let (attack, defense, seed) = (c["attack"].as_str().unwrap_or("?"), c["defense"].as_str().unwrap_or("?"), c["seed"].as_u64().unwrap_or(0));
+        let cell = dir.join("cells").join(attack).join(defense).join(format!("seed-{seed}"));
+        let _ = write!(out, "<h2>{} × {}, seed {seed}</h2>", escape(attack), escape(defense));
+        out += &run_body(&cell, false)?;
+    }
+    Ok(out)
+}
