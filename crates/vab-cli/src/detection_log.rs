@@ -46,24 +46,16 @@ impl DetectionLog {
         Ok(Self { run: run.to_path_buf(), poisoned })
     }
 
-    fn flags(split: &Split) -> Vec<bool> {
-        let mut flags = vec![false; split.normalised.len()];
-        for &i in &split.suspicious {
-            flags[i] = true;
-        }
-        flags
-    }
-
     /// Detection figures of `split`.
     pub fn score(&self, split: &Split) -> Detection {
-        Detection::score(&Self::flags(split), &self.poisoned)
+        Detection::score(&split.suspicious_flags(), &self.poisoned)
     }
 
     /// Writes `suspicious.csv`: every training sample, most suspicious (lowest entropy) first,
     /// with its bundle index, normalised entropy, split side and poison flag.
     pub fn write_suspicious_csv(&self, split: &Split, members: &[usize]) -> anyhow::Result<()> {
         let path = self.run.join("suspicious.csv");
-        let flags = Self::flags(split);
+        let flags = split.suspicious_flags();
         let mut order: Vec<usize> = (0..split.normalised.len()).collect();
         order.sort_by(|&a, &b| split.normalised[a].total_cmp(&split.normalised[b]));
         let mut out = String::from("index,entropy,suspicious,poisoned\n");

@@ -109,8 +109,8 @@ impl Matrix {
         let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read: {e}"))?;
         let mut matrix: Matrix = toml::from_str(&text).map_err(|e| e.to_string())?;
         let folder = path.parent().unwrap_or(Path::new("."));
-        matrix.data = folder.join(&matrix.data);
-        matrix.config = folder.join(&matrix.config);
+        matrix.data = tidy(&folder.join(&matrix.data));
+        matrix.config = tidy(&folder.join(&matrix.config));
         matrix.check()?;
         Ok(matrix)
     }
@@ -168,6 +168,23 @@ impl Matrix {
         }
         cells
     }
+}
+
+/// `path` without `.` and `name/..` pairs (lexically: bundles record the dataset path, and
+/// `bench/../../data` reads worse than `../data`).
+fn tidy(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for part in path.components() {
+        match part {
+            Component::CurDir => {}
+            Component::ParentDir if matches!(out.components().next_back(), Some(Component::Normal(_))) => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    if out.as_os_str().is_empty() { PathBuf::from(".") } else { out }
 }
 
 /// The configuration of one cell: `base` with `train.seed = seed` and the defense's `[vab]`
@@ -229,6 +246,14 @@ mod tests {
         assert_eq!(cells[7].attack.attack(), None, "attack = clean means no attack");
         assert_eq!(cells[7].dir(Path::new("b")), Path::new("b/cells/plain/vab-mixup/seed-1"));
         assert!(m.data.ends_with("d") && m.data.parent().unwrap().is_absolute(), "data is relative to the matrix file");
+    }
+
+    #[test]
+    fn paths_are_tidied_lexically() {
+        assert_eq!(tidy(Path::new("bench/../../shared/d.tar")), Path::new("../shared/d.tar"));
+        assert_eq!(tidy(Path::new("./a/./b/../c")), Path::new("a/c"));
+        assert_eq!(tidy(Path::new("/x/../y")), Path::new("/y"));
+        assert_eq!(tidy(Path::new("a/..")), Path::new("."));
     }
 
     #[test]

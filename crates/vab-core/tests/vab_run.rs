@@ -116,17 +116,11 @@ impl TrainProgress for KillAtBeneficiaryEpoch3 {
     fn finish(&self, _: &str) {}
 }
 
-fn flags(outcome: &Outcome) -> Vec<bool> {
-    let mut flags = vec![false; outcome.members.len()];
-    outcome.split.suspicious.iter().for_each(|&i| flags[i] = true);
-    flags
-}
-
 #[test]
 fn a_poisoned_run_finishes_with_every_output_and_a_killed_run_resumes_exactly() {
     let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let (outcome, poisoned) = run(CONFIG, true, a.path());
-    let detection = Detection::score(&flags(&outcome), &poisoned);
+    let detection = Detection::score(&outcome.split.suspicious_flags(), &poisoned);
     eprintln!("synthetic run: {:?}, detection {}", outcome.summary, detection.describe());
     assert_eq!(outcome.split.suspicious.len() + outcome.split.credible.len(), 800);
     assert_eq!((outcome.summary.epochs, outcome.summary.train_samples), (4, 800));

@@ -52,6 +52,15 @@ impl Split {
         let (suspicious, credible) = (0..flags.len()).partition(|&i| flags[i]);
         Self { t_f, normalised, logits, suspicious, credible }
     }
+
+    /// One flag per training sample: true when it is in the suspicious set.
+    pub fn suspicious_flags(&self) -> Vec<bool> {
+        let mut flags = vec![false; self.normalised.len()];
+        for &i in &self.suspicious {
+            flags[i] = true;
+        }
+        flags
+    }
 }
 
 /// The Victim network and the state its refreshes carry.
