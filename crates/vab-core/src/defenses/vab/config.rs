@@ -65,8 +65,9 @@ pub struct VabConfig {
 }
 
 /// The Victim's optimisation: Adam at a constant rate, hard labels, no augmentation (code).
+/// Keys left out keep these values.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct VictimParams {
     pub lr: f64,
     pub weight_decay: f64,
@@ -135,7 +136,7 @@ pub enum PseudoLabelNorm {
 }
 
 fn victim_eval_samples() -> usize {
-    1000
+    500
 }
 fn entropy_momentum() -> f64 {
     0.75
@@ -214,7 +215,8 @@ mod tests {
         assert_eq!(c.mix, MixKind::Cutmix);
         assert!(!c.ablation.semi_supervised && c.ablation.suppress_credible);
         assert!(toml::from_str::<VabConfig>("stage2_epochs = 2\nviews2 = 1").is_err());
-        let partial: VabConfig = toml::from_str("stage2_epochs = 2\n[ablation]\nsuppress_credible = false\n").unwrap();
+        let partial: VabConfig = toml::from_str("stage2_epochs = 2\n[ablation]\nsuppress_credible = false\n[victim]\nbatch_size = 32\n").unwrap();
         assert!(partial.ablation.semi_supervised && partial.ablation.suppress_suspicious && !partial.ablation.suppress_credible);
+        assert_eq!(partial.victim, VictimParams { batch_size: 32, ..VictimParams::default() });
     }
 }
