@@ -269,6 +269,25 @@ mod tests {
     }
 
     #[test]
+    fn shipped_matrices_and_their_cells_are_valid() {
+        let bench = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../bench");
+        let mut checked = 0;
+        for entry in std::fs::read_dir(&bench).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_none_or(|e| e != "toml") {
+                continue;
+            }
+            let m = Matrix::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            let base = std::fs::read_to_string(&m.config).unwrap();
+            for cell in m.cells() {
+                cell_config(&base, cell.defense, cell.seed).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            }
+            checked += 1;
+        }
+        assert!(checked >= 2, "bench/cpu-cifar10.toml and bench/ablation-cpu.toml");
+    }
+
+    #[test]
     fn bad_matrices_are_rejected_with_the_reason() {
         let cases = [
             (MATRIX.replace("name = \"plain\"", "name = \"badnets\""), "appears twice"),
