@@ -53,7 +53,7 @@ fn run_matrix(path: &Path, out: &Path, load: &LoadArgs) -> anyhow::Result<()> {
             }
             let bundle = bundle_file(out, cell.attack).canonicalize().context("the bundle made above")?;
             let inputs = RunInputs { bundle, defense: cell.defense.defense().into(), backend: Default::default() };
-            train_run(&inputs, &config, &config_file, &dir, started)?;
+            train_run(&inputs, &config, &config_file, &dir, started).with_context(|| format!("{label} failed; run the bench again to resume it"))?;
         }
         let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json"))?)?;
         finished.push(CellResult::from_summary(&cell.attack.name, &cell.defense.name, cell.seed, &summary).map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?);
