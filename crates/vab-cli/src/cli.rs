@@ -117,8 +117,8 @@ pub struct PoisonArgs {
     pub data: PathBuf,
     #[command(flatten)]
     pub load: LoadArgs,
-    /// Attack name.
-    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(vab_attacks::ATTACKS))]
+    /// Attack name (`cl` trains a surrogate first; see README, "Attacks").
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(vab_attacks::ATTACKS.iter().chain(&vab_core::attacks::MODEL_ATTACKS)))]
     pub attack: String,
     /// TOML file of attack parameters (flat `key = value` lines; see README, "Attacks").
     #[arg(long, value_name = "FILE")]

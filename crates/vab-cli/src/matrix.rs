@@ -111,6 +111,12 @@ impl Matrix {
         let folder = path.parent().unwrap_or(Path::new("."));
         matrix.data = tidy(&folder.join(&matrix.data));
         matrix.config = tidy(&folder.join(&matrix.config));
+        // A model-based attack's surrogate configuration is a path too.
+        for attack in &mut matrix.attacks {
+            if let Some(toml::Value::String(path)) = attack.params.get_mut("surrogate") {
+                *path = tidy(&folder.join(&*path)).display().to_string();
+            }
+        }
         matrix.check()?;
         Ok(matrix)
     }
@@ -134,8 +140,9 @@ impl Matrix {
         names_ok(self.defenses.iter().map(|d| d.name.as_str()).collect(), "defense")?;
         for attack in &self.attacks {
             if let Some(name) = attack.attack() {
-                if !vab_attacks::ATTACKS.contains(&name) {
-                    return Err(format!("attack {:?}: unknown attack {name:?}; use one of {} or clean", attack.name, vab_attacks::ATTACKS.join(", ")));
+                let known: Vec<&str> = vab_attacks::ATTACKS.iter().chain(&vab_core::attacks::MODEL_ATTACKS).copied().collect();
+                if !known.contains(&name) {
+                    return Err(format!("attack {:?}: unknown attack {name:?}; use one of {} or clean", attack.name, known.join(", ")));
                 }
             }
         }
@@ -233,18 +240,21 @@ mod tests {
 
     const MATRIX: &str = "data = \"d\"\nconfig = \"c.toml\"\nseeds = [0, 1]\n\
         [[attack]]\nname = \"badnets\"\n[[attack]]\nname = \"plain\"\nattack = \"clean\"\n\
+        [[attack]]\nname = \"cl16\"\nattack = \"cl\"\nparams = { surrogate = \"c.toml\" }\n\
         [[defense]]\nname = \"none\"\n[[defense]]\nname = \"vab-mixup\"\ndefense = \"vab\"\nvab = { mix = \"mixup\", ablation = { suppress_credible = false } }\n";
 
     #[test]
     fn cells_cover_attacks_defenses_and_seeds_in_order() {
         let m = parse(MATRIX).unwrap();
         let cells = m.cells();
-        assert_eq!(cells.len(), 8);
+        assert_eq!(cells.len(), 12);
         let names: Vec<String> = cells.iter().map(|c| format!("{}/{}/{}", c.attack.name, c.defense.name, c.seed)).collect();
         assert_eq!(names[..3], ["badnets/none/0", "badnets/none/1", "badnets/vab-mixup/0"]);
         assert_eq!(cells[0].attack.attack(), Some("badnets"));
         assert_eq!(cells[7].attack.attack(), None, "attack = clean means no attack");
         assert_eq!(cells[7].dir(Path::new("b")), Path::new("b/cells/plain/vab-mixup/seed-1"));
+        let surrogate = m.attacks[2].params["surrogate"].as_str().unwrap();
+        assert!(Path::new(surrogate).is_absolute() && surrogate.ends_with("c.toml"), "the surrogate is relative to the matrix file: {surrogate}");
         assert!(m.data.ends_with("d") && m.data.parent().unwrap().is_absolute(), "data is relative to the matrix file");
     }
 

@@ -376,3 +376,51 @@ fn bench_runs_a_matrix_skips_finished_cells_and_refuses_a_changed_config() {
     assert!(bench_html.contains("<h2>badnets × vab-mixup, seed 1</h2>") && bench_html.contains("<td>clean</td><td>none</td><td>2</td>"), "bench report lacks cells or rows");
     assert_clean_error(&vab(&["report", tmp.path().to_str().unwrap()], tmp.path()), "neither a run directory");
 }
+
+#[test]
+fn label_consistent_attack_trains_a_surrogate_perturbs_within_epsilon_and_caches() {
+    let tmp = tempfile::tempdir().unwrap();
+    tiny_cifar10(tmp.path(), 40);
+    let surrogate = tmp.path().join("surrogate.toml");
+    std::fs::write(&surrogate, "[model]\narch = \"small\"\n[train]\nepochs = 1\nbatch_size = 50\nlr = 0.05\n[train.optimizer]\nkind = \"sgd\"\nmomentum = 0.9\nweight_decay = 5e-4\n[train.schedule]\nkind = \"cosine\"\nmin_lr = 0.0\n").unwrap();
+    let set_surrogate = format!("surrogate={}", surrogate.display());
+    let poison = |out: &Path| {
+        let extra = ["--attack", "cl", "--rate", "0.5", "--target", "0", "--seed", "3", "--set", &set_surrogate, "--set", "steps=3", "--set", "epsilon=8", "--set", "step_size=4"];
+        vab(&poison_args(tmp.path().to_str().unwrap(), out.to_str().unwrap(), &extra), tmp.path())
+    };
+    let (a, b) = (tmp.path().join("a.safetensors"), tmp.path().join("b.safetensors"));
+    let first = poison(&a);
+    assert!(first.status.success(), "{}", text(&first.stderr));
+    assert!(text(&first.stderr).contains("surrogate BA") && !text(&first.stderr).contains("from the cache"), "{}", text(&first.stderr));
+    let second = poison(&b);
+    assert!(second.status.success() && text(&second.stderr).contains("perturbations from the cache"), "{}", text(&second.stderr));
+    assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap(), "the cached run gives the same bundle");
+
+    let bundle = vab_data::Bundle::read(&a).unwrap();
+    let attack = bundle.meta.attack.clone().unwrap();
+    assert_eq!(attack["name"], "cl");
+    assert_eq!(attack["label_mode"], "clean_label");
+    assert!(attack["params"]["surrogate_ba"].is_number() && attack["params"]["pgd_success"].is_number(), "{attack}");
+    // Half of the 20 class-0 training images, labels unchanged, pixels within ε = 8 outside the
+    // 2×2 trigger at rows/cols 4-5.
+    let flagged: Vec<usize> = (0..bundle.train.len()).filter(|&i| bundle.train_poisoned[i]).collect();
+    assert_eq!(flagged.len(), 10);
+    assert_eq!(bundle.train.labels(), &bundle.train_true_labels[..]);
+    let clean = vab_data::Bundle::read(&{
+        let c = tmp.path().join("clean.safetensors");
+        assert!(vab(&["data", "bundle", tmp.path().to_str().unwrap(), "-o", c.to_str().unwrap()], tmp.path()).status.success());
+        c
+    }).unwrap();
+    let mut moved = 0;
+    for &i in &flagged {
+        assert_eq!(bundle.train_true_labels[i], 0);
+        for (p, (&x, &y)) in clean.train.image(i).iter().zip(bundle.train.image(i)).enumerate() {
+            let (row, col) = ((p % 1024) / 32, p % 32);
+            if !((4..6).contains(&row) && (4..6).contains(&col)) {
+                assert!((x as i32 - y as i32).abs() <= 8, "sample {i} pixel {p}: {x} -> {y}");
+                moved += (x != y) as usize;
+            }
+        }
+    }
+    assert!(moved > 0, "PGD changed no pixel");
+}

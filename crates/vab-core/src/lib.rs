@@ -11,6 +11,7 @@
 //! - [`data`]: the split of a bundle into what training may see and the ground truth.
 //! - [`config`]: TOML training presets.
 
+pub mod attacks;
 pub mod backend;
 pub mod bench;
 pub mod config;

@@ -3,9 +3,10 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
-use vab_attacks::poison::{poison, PoisonSpec};
+use vab_attacks::poison::PoisonSpec;
 use vab_data::{Bundle, Dataset};
 
+use super::poison::poison_with;
 use super::train::{train_run, RunInputs};
 use crate::cli::{BenchArgs, BenchCommand, LoadArgs};
 use crate::matrix::{cell_config, AttackRow, Matrix};
@@ -90,9 +91,8 @@ fn ensure_bundle(matrix: &Matrix, attack: &AttackRow, out: &Path, load: &LoadArg
         None => Bundle::clean(data.clone(), source),
         Some(name) => {
             let params = serde_json::to_value(&attack.params)?;
-            let built = vab_attacks::build(name, &params, data.shape(), attack.seed).with_context(|| format!("[[attack]] {:?}", attack.name))?;
             let spec = PoisonSpec { rate: attack.rate, convention: None, label_rule: attack.label_rule, target: attack.target, seed: attack.seed };
-            let (bundle, record) = poison(data, &source, built.as_ref(), &spec).with_context(|| format!("[[attack]] {:?}", attack.name))?;
+            let (bundle, record) = poison_with(data, &source, name, &params, &spec, load.cache_dir.as_deref()).with_context(|| format!("[[attack]] {:?}", attack.name))?;
             eprintln!("{}: {} poisoned training samples, {} triggered test images", attack.name, record.poisoned, bundle.test_triggered.len());
             bundle
         }

@@ -5,16 +5,18 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 use vab_attacks::poison::{poison, AttackRecord, LabelRule, PoisonSpec};
+use vab_core::attacks::label_consistent::{label_consistent, ClParams};
+use vab_core::backend::Backend;
 use vab_data::{Bundle, Dataset};
 
 use crate::cli::PoisonArgs;
 use crate::grid::{Canvas, GLYPH};
+use crate::progress::EpochBar;
 
 pub fn run(args: &PoisonArgs) -> anyhow::Result<()> {
     let params = attack_params(args.config.as_deref(), &args.set)?;
     let dataset = super::load_dataset(&args.data, &args.load)?;
     let start = Instant::now();
-    let attack = vab_attacks::build(&args.attack, &params, dataset.shape(), args.seed)?;
     let spec = PoisonSpec {
         rate: args.rate,
         convention: args.rate_convention,
@@ -22,7 +24,7 @@ pub fn run(args: &PoisonArgs) -> anyhow::Result<()> {
         target: args.target,
         seed: args.seed,
     };
-    let (bundle, record) = poison(&dataset, &args.data.display().to_string(), attack.as_ref(), &spec)?;
+    let (bundle, record) = poison_with(&dataset, &args.data.display().to_string(), &args.attack, &params, &spec, args.load.cache_dir.as_deref())?;
     bundle.write(&args.output)?;
     print!("{}", summary(&record, &dataset, &bundle));
     println!("wrote {} in {:.2} s", args.output.display(), start.elapsed().as_secs_f64());
@@ -31,6 +33,28 @@ pub fn run(args: &PoisonArgs) -> anyhow::Result<()> {
         println!("wrote preview {}", png.display());
     }
     Ok(())
+}
+
+/// Poisons `dataset` with the attack `name`: a trigger from vab-attacks, or a model-based
+/// attack from vab-core, which keeps its surrogate under `cache` (default: the decoded-image
+/// cache's folder, `attacks/`).
+pub fn poison_with(dataset: &Dataset, source: &str, name: &str, params: &serde_json::Value, spec: &PoisonSpec, cache: Option<&Path>) -> anyhow::Result<(Bundle, AttackRecord)> {
+    if name != "cl" {
+        let attack = vab_attacks::build(name, params, dataset.shape(), spec.seed)?;
+        return Ok(poison(dataset, source, attack.as_ref(), spec)?);
+    }
+    let params: ClParams = serde_json::from_value(params.clone()).context("cl parameters (epsilon, steps, step_size, surrogate = a training configuration file, trigger)")?;
+    let cache = cache.map_or_else(vab_data::cache::default_cache_dir, Path::to_path_buf).join("attacks");
+    let (bundle, record, report) = label_consistent(dataset, source, &params, spec, &cache, Backend::Flex, &EpochBar::new())?;
+    eprintln!(
+        "cl: surrogate BA {:.2}% ({}); PGD moved {} target-class images, the surrogate misclassifies {:.2}% of them{}",
+        report.surrogate_ba,
+        report.surrogate_dir.display(),
+        report.perturbed,
+        report.pgd_success,
+        if report.reused { " (perturbations from the cache)" } else { "" }
+    );
+    Ok((bundle, record))
 }
 
 /// Parameters from the config file, then each `--set`, as one JSON object.

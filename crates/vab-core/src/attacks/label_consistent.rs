@@ -1,0 +1,175 @@
+//! The label-consistent attack, CL-ε (Turner et al. 2019; method.md §9): a surrogate network
+//! trained on the clean training set, L∞ PGD ([`super::pgd`]) on the selected target-class
+//! images so the surrogate no longer recognises them, then the BadNets trigger on top; labels
+//! stay unchanged. The surrogate and the perturbed images are cached, so poisoning again with
+//! the same data, surrogate configuration, PGD parameters and selection reuses them.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use vab_attacks::poison::{poison, AttackRecord, PoisonSpec};
+use vab_attacks::select::{poison_indices, RateConvention};
+use vab_attacks::{Attack, LabelMode};
+use vab_data::{Bundle, Dataset};
+
+use super::pgd::{perturb, Pgd};
+use crate::backend::Backend;
+use crate::config::TrainConfig;
+use crate::engine::batches::Normalization;
+use crate::engine::checkpoint;
+use crate::engine::optim;
+use crate::engine::progress::TrainProgress;
+use crate::engine::run::train_baseline;
+use crate::error::{CoreError, Result};
+use crate::models::Network;
+
+/// The attack's parameters (`vab poison --attack cl --set …`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClParams {
+    /// L∞ radius in 1/255 units (CL-16: 16, CL-32: 32).
+    #[serde(default = "sixteen")]
+    pub epsilon: f32,
+    #[serde(default = "hundred")]
+    pub steps: usize,
+    /// PGD step in 1/255 units.
+    #[serde(default = "step_size")]
+    pub step_size: f32,
+    /// Training configuration (TOML file) of the surrogate network, e.g.
+    /// configs/cpu-cifar10.toml.
+    pub surrogate: PathBuf,
+    /// Parameters of the BadNets trigger stamped after the perturbation.
+    #[serde(default = "vab_trigger")]
+    pub trigger: serde_json::Value,
+}
+
+fn sixteen() -> f32 {
+    16.0
+}
+fn hundred() -> usize {
+    100
+}
+fn step_size() -> f32 {
+    1.5
+}
+fn vab_trigger() -> serde_json::Value {
+    serde_json::json!({ "preset": "vab" })
+}
+
+/// What generating the poison measured (also recorded in the bundle's attack parameters).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ClReport {
+    /// The surrogate's clean test accuracy, percent.
+    pub surrogate_ba: f64,
+    /// Share of the perturbed images the surrogate misclassifies, percent.
+    pub pgd_success: f64,
+    pub perturbed: usize,
+    pub surrogate_dir: PathBuf,
+    /// Whether the perturbed images came from the cache.
+    pub reused: bool,
+}
+
+/// The BadNets stamp as a clean-label attack named `cl`, carrying the CL parameters.
+struct Stamp {
+    trigger: Box<dyn Attack>,
+    params: serde_json::Value,
+}
+
+impl Attack for Stamp {
+    fn name(&self) -> &'static str {
+        "cl"
+    }
+    fn label_mode(&self) -> LabelMode {
+        LabelMode::CleanLabel
+    }
+    fn apply(&self, image: &mut [u8]) {
+        self.trigger.apply(image)
+    }
+    fn params(&self) -> serde_json::Value {
+        self.params.clone()
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Poisons `dataset` with CL-ε. `cache` holds the surrogate's run directory and the perturbed
+/// images; `backend` trains and attacks with the surrogate.
+pub fn label_consistent(dataset: &Dataset, source: &str, params: &ClParams, spec: &PoisonSpec, cache: &Path, backend: Backend, progress: &dyn TrainProgress) -> Result<(Bundle, AttackRecord, ClReport)> {
+    let config_text = std::fs::read_to_string(&params.surrogate).map_err(|e| CoreError::io(&params.surrogate, e))?;
+    let config = TrainConfig::from_toml(&config_text).map_err(|e| CoreError::file(&params.surrogate, e))?;
+    let shape = dataset.shape();
+    let trigger = vab_attacks::build("badnets", &params.trigger, shape, spec.seed).map_err(|e| CoreError::Invalid(format!("CL trigger: {e}")))?;
+
+    // The surrogate: trained once per (data, configuration).
+    let mut key = Sha256::new();
+    key.update(config_text.as_bytes());
+    key.update(dataset.train.pixels());
+    key.update(dataset.train.labels().iter().flat_map(|l| l.to_le_bytes()).collect::<Vec<u8>>());
+    let surrogate_key = hex(&key.finalize()[..8]);
+    let surrogate_dir = cache.join(format!("surrogate-{surrogate_key}"));
+    let clean = Bundle::clean(dataset.clone(), source);
+    let (train, evals, _) = crate::data::split(clean).map_err(CoreError::Invalid)?;
+    let summary = train_baseline(&config, backend, &train, &evals, &surrogate_dir, surrogate_dir.join("checkpoint").exists(), progress)?;
+    let device = backend.device().map_err(CoreError::Invalid)?.autodiff();
+    let fresh = Network::new(config.model.arch, shape.channels, dataset.num_classes(), &device);
+    let (mut parts, _): (_, serde_json::Value) = checkpoint::load(&surrogate_dir, vec![("model", fresh, optim::build(&config.train.optimizer))])?
+        .ok_or_else(|| CoreError::file(&surrogate_dir, "the surrogate's checkpoint is missing"))?;
+    let model = parts.remove(0).0;
+
+    // The perturbed images: cached per surrogate, PGD parameters and selection.
+    let convention = spec.convention.unwrap_or(RateConvention::OfTargetClass);
+    let chosen = poison_indices(dataset.train.labels(), LabelMode::CleanLabel, spec.target, spec.rate, convention, spec.seed).map_err(|e| CoreError::Invalid(e.to_string()))?;
+    let mut key = Sha256::new();
+    key.update(surrogate_key.as_bytes());
+    key.update(serde_json::to_vec(&(params.epsilon, params.steps, params.step_size, &chosen)).expect("serialises"));
+    let images_file = cache.join(format!("cl-{}.u8", hex(&key.finalize()[..8])));
+    let per_image = shape.len();
+    let cached = std::fs::read(&images_file).ok().filter(|b| b.len() == chosen.len() * per_image + chosen.len());
+    let reused = cached.is_some();
+    let (pixels, fooled) = match cached {
+        Some(bytes) => {
+            let (pixels, fooled) = bytes.split_at(chosen.len() * per_image);
+            (pixels.to_vec(), fooled.iter().map(|&f| f == 1).collect::<Vec<bool>>())
+        }
+        None => {
+            let images: Vec<u8> = chosen.iter().flat_map(|&i| dataset.train.image(i).iter().copied()).collect();
+            let labels: Vec<u16> = chosen.iter().map(|&i| dataset.train.labels()[i]).collect();
+            let norm = Normalization::of(&dataset.train);
+            let pgd = Pgd { epsilon: params.epsilon, steps: params.steps, step_size: params.step_size };
+            progress.start(&format!("PGD on {} target-class images", chosen.len()), 1, chosen.len());
+            let dims = [chosen.len(), shape.channels, shape.height, shape.width];
+            let (pixels, fooled) = perturb(&model, &images, dims, &labels, dataset.num_classes(), &norm, &pgd, config.train.batch_size, &device);
+            progress.finish(&format!("PGD on {} target-class images done", chosen.len()));
+            let mut bytes = pixels.clone();
+            bytes.extend(fooled.iter().map(|&f| f as u8));
+            std::fs::create_dir_all(cache).map_err(|e| CoreError::io(cache, e))?;
+            let tmp = images_file.with_extension("tmp");
+            std::fs::write(&tmp, &bytes).map_err(|e| CoreError::io(&tmp, e))?;
+            std::fs::rename(&tmp, &images_file).map_err(|e| CoreError::io(&images_file, e))?;
+            (pixels, fooled)
+        }
+    };
+    let mut perturbed = dataset.clone();
+    for (k, &i) in chosen.iter().enumerate() {
+        perturbed.train.image_mut(i).copy_from_slice(&pixels[k * per_image..(k + 1) * per_image]);
+    }
+    let report = ClReport {
+        surrogate_ba: summary.ba,
+        pgd_success: 100.0 * fooled.iter().filter(|&&f| f).count() as f64 / fooled.len().max(1) as f64,
+        perturbed: chosen.len(),
+        surrogate_dir,
+        reused,
+    };
+    let recorded = serde_json::json!({
+        "epsilon": params.epsilon, "steps": params.steps, "step_size": params.step_size,
+        "trigger": trigger.params(), "surrogate_config": config,
+        "surrogate_ba": report.surrogate_ba, "pgd_success": report.pgd_success,
+    });
+    let stamp = Stamp { trigger, params: recorded };
+    let spec = PoisonSpec { convention: Some(convention), ..spec.clone() };
+    let (bundle, record) = poison(&perturbed, source, &stamp, &spec).map_err(|e| CoreError::Invalid(e.to_string()))?;
+    Ok((bundle, record, report))
+}
