@@ -231,16 +231,17 @@ fn bench_body(dir: &Path) -> anyhow::Result<String> {
         let _ = write!(out, "<p>{}</p>", escape(line));
     }
     out += "<h2>Results</h2><table><tr><th>attack</th><th>defense</th><th>seeds</th><th>BA %</th><th>ASR %</th><th>RA %</th><th>precision %</th><th>recall %</th><th>wall s</th></tr>";
-    let stat = |v: &Value, seeds: u64| match (v["mean"].as_f64(), v["std"].as_f64()) {
-        (Some(m), Some(s)) if seeds > 1 => format!("{m:.2} ± {s:.2}"),
-        (Some(m), _) => format!("{m:.2}"),
+    // Decimals as in results.md.
+    let stat = |v: &Value, seeds: u64, d: usize| match (v["mean"].as_f64(), v["std"].as_f64()) {
+        (Some(m), Some(s)) if seeds > 1 => format!("{m:.d$} ± {s:.d$}"),
+        (Some(m), _) => format!("{m:.d$}"),
         _ => "—".into(),
     };
     for a in results["aggregates"].as_array().into_iter().flatten() {
         let seeds = a["seeds"].as_u64().unwrap_or(1);
         let _ = write!(out, "<tr><td>{}</td><td>{}</td><td>{seeds}</td>", escape(a["attack"].as_str().unwrap_or("?")), escape(a["defense"].as_str().unwrap_or("?")));
-        for key in ["ba", "asr", "ra", "precision", "recall", "wall_s"] {
-            let _ = write!(out, "<td>{}</td>", stat(&a[key], seeds));
+        for (key, decimals) in [("ba", 2), ("asr", 2), ("ra", 2), ("precision", 1), ("recall", 1), ("wall_s", 0)] {
+            let _ = write!(out, "<td>{}</td>", stat(&a[key], seeds, decimals));
         }
         out += "</tr>";
     }
