@@ -17,7 +17,7 @@
 //! # Ok::<(), vab_attacks::AttackError>(())
 //! ```
 //!
-//! Attacks that need a trained model (label-consistent PGD, input-aware generators) live in
+//! Attacks that need a trained model (label-consistent PGD, the input-aware generator) live in
 //! vab-core.
 
 pub mod badnets;
@@ -33,6 +33,7 @@ pub mod wanet;
 use std::collections::BTreeMap;
 
 use rand_chacha::ChaCha20Rng;
+use rayon::prelude::*;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use vab_data::bundle::F32Tensor;
@@ -58,6 +59,12 @@ pub trait Attack: Send + Sync {
     fn label_mode(&self) -> LabelMode;
     /// Stamps the trigger on one C×H×W image in place.
     fn apply(&self, image: &mut [u8]);
+    /// Stamps the trigger on many images of `shape`, stored back to back. The default applies
+    /// [`Attack::apply`] to each in parallel; a trigger computed by a network overrides it to
+    /// run the network in batches.
+    fn apply_all(&self, images: &mut [u8], shape: ImageShape) {
+        images.par_chunks_exact_mut(shape.len()).for_each(|image| self.apply(image));
+    }
     /// Every parameter with defaults filled in, as recorded in the bundle.
     fn params(&self) -> serde_json::Value;
     /// Tensors the bundle carries so the trigger can be reproduced (e.g. a warping field).

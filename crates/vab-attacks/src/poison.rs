@@ -1,7 +1,6 @@
 //! Turns a clean dataset into a poisoned [`Bundle`]: select, trigger, relabel, add cross
 //! samples, build the triggered test set, record everything in the metadata.
 
-use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use vab_data::{Bundle, Dataset, ImageSet};
 
@@ -124,14 +123,16 @@ pub fn poison(dataset: &Dataset, source: &str, attack: &dyn Attack, spec: &Poiso
     Ok((bundle, record))
 }
 
-/// Applies the trigger, in parallel, to every image whose flag is set.
+/// Applies the trigger to every image whose flag is set: gathered, stamped together (see
+/// [`Attack::apply_all`]), written back.
 fn apply_where(set: &mut ImageSet, flags: &[bool], attack: &dyn Attack) {
-    let len = set.shape().len();
-    set.pixels_mut()
-        .par_chunks_exact_mut(len)
-        .zip(flags.par_iter())
-        .filter(|(_, &flag)| flag)
-        .for_each(|(image, _)| attack.apply(image));
+    let shape = set.shape();
+    let chosen: Vec<usize> = (0..set.len()).filter(|&i| flags[i]).collect();
+    let mut images: Vec<u8> = chosen.iter().flat_map(|&i| set.image(i).iter().copied()).collect();
+    attack.apply_all(&mut images, shape);
+    for (&i, image) in chosen.iter().zip(images.chunks_exact(shape.len())) {
+        set.image_mut(i).copy_from_slice(image);
+    }
 }
 
 #[cfg(test)]

@@ -424,3 +424,49 @@ fn label_consistent_attack_trains_a_surrogate_perturbs_within_epsilon_and_caches
     }
     assert!(moved > 0, "PGD changed no pixel");
 }
+
+#[test]
+fn dynamic_attack_trains_its_generator_poisons_with_cross_samples_and_caches() {
+    let tmp = tempfile::tempdir().unwrap();
+    tiny_cifar10(tmp.path(), 40);
+    let surrogate = tmp.path().join("surrogate.toml");
+    std::fs::write(&surrogate, "[model]\narch = \"small\"\n[train]\nepochs = 1\nbatch_size = 50\nlr = 0.05\n[train.optimizer]\nkind = \"sgd\"\nmomentum = 0.9\nweight_decay = 5e-4\n[train.schedule]\nkind = \"cosine\"\nmin_lr = 0.0\n").unwrap();
+    let set_surrogate = format!("surrogate={}", surrogate.display());
+    let poison = |out: &Path| {
+        let extra = ["--attack", "dynamic", "--rate", "0.1", "--target", "0", "--seed", "3", "--set", &set_surrogate, "--set", "width=4", "--set", "mask_epochs=1", "--set", "donors=16"];
+        vab(&poison_args(tmp.path().to_str().unwrap(), out.to_str().unwrap(), &extra), tmp.path())
+    };
+    let (a, b) = (tmp.path().join("a.safetensors"), tmp.path().join("b.safetensors"));
+    let first = poison(&a);
+    let stderr = text(&first.stderr);
+    assert!(first.status.success(), "{stderr}");
+    assert!(stderr.contains("the classifier trained with the generator reaches BA") && !stderr.contains("from the cache"), "{stderr}");
+    let second = poison(&b);
+    assert!(second.status.success() && text(&second.stderr).contains("networks from the cache"), "{}", text(&second.stderr));
+    assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap(), "the cached networks give the same bundle");
+
+    let bundle = vab_data::Bundle::read(&a).unwrap();
+    let attack = bundle.meta.attack.clone().unwrap();
+    assert_eq!((attack["name"].as_str(), attack["poisoned"].as_u64(), attack["cross"].as_u64()), (Some("dynamic"), Some(20), Some(20)), "{attack}");
+    assert!(attack["params"]["classifier_asr"].is_number() && attack["params"]["mask_coverage"].is_number(), "{attack}");
+    let clean = vab_data::Bundle::read(&{
+        let c = tmp.path().join("clean.safetensors");
+        assert!(vab(&["data", "bundle", tmp.path().to_str().unwrap(), "-o", c.to_str().unwrap()], tmp.path()).status.success());
+        c
+    }).unwrap();
+    // Poisoned samples: relabelled to 0 and changed. Cross samples: changed, labels kept, not flagged.
+    let changed = |i: usize| clean.train.image(i) != bundle.train.image(i);
+    let flagged: Vec<usize> = (0..bundle.train.len()).filter(|&i| bundle.train_poisoned[i]).collect();
+    assert!(flagged.iter().all(|&i| bundle.train.labels()[i] == 0 && changed(i)));
+    let cross: Vec<usize> = (0..bundle.train.len()).filter(|&i| !bundle.train_poisoned[i] && changed(i)).collect();
+    assert!(!cross.is_empty() && cross.len() <= 20, "{} cross samples changed", cross.len());
+    assert!(cross.iter().all(|&i| bundle.train.labels()[i] == clean.train.labels()[i]));
+    // The triggered test set comes from the generator: every non-target test image, changed,
+    // and the triggers differ from image to image.
+    assert_eq!(bundle.test_triggered.len(), 36);
+    let deltas: Vec<Vec<i16>> = bundle.test_triggered_index.iter().enumerate()
+        .map(|(k, &i)| clean.test.image(i).iter().zip(bundle.test_triggered.image(k)).map(|(&x, &y)| y as i16 - x as i16).collect())
+        .collect();
+    assert!(deltas.iter().all(|d| d.iter().any(|&v| v != 0)), "a triggered test image is unchanged");
+    assert!(deltas.windows(2).any(|w| w[0] != w[1]), "every image got the same trigger");
+}

@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 use vab_attacks::poison::{poison, AttackRecord, LabelRule, PoisonSpec};
+use vab_core::attacks::input_aware::{input_aware, DynamicParams};
 use vab_core::attacks::label_consistent::{label_consistent, ClParams};
 use vab_core::backend::Backend;
 use vab_data::{Bundle, Dataset};
@@ -36,25 +37,43 @@ pub fn run(args: &PoisonArgs) -> anyhow::Result<()> {
 }
 
 /// Poisons `dataset` with the attack `name`: a trigger from vab-attacks, or a model-based
-/// attack from vab-core, which keeps its surrogate under `cache` (default: the decoded-image
-/// cache's folder, `attacks/`).
+/// attack from vab-core, which keeps its trained networks under `cache` (default: the
+/// decoded-image cache's folder, `attacks/`).
 pub fn poison_with(dataset: &Dataset, source: &str, name: &str, params: &serde_json::Value, spec: &PoisonSpec, cache: Option<&Path>) -> anyhow::Result<(Bundle, AttackRecord)> {
-    if name != "cl" {
-        let attack = vab_attacks::build(name, params, dataset.shape(), spec.seed)?;
-        return Ok(poison(dataset, source, attack.as_ref(), spec)?);
+    let cache = || cache.map_or_else(vab_data::cache::default_cache_dir, Path::to_path_buf).join("attacks");
+    match name {
+        "cl" => {
+            let params: ClParams = serde_json::from_value(params.clone()).context("cl parameters (epsilon, steps, step_size, surrogate = a training configuration file, trigger)")?;
+            let (bundle, record, report) = label_consistent(dataset, source, &params, spec, &cache(), Backend::Flex, &EpochBar::new())?;
+            eprintln!(
+                "cl: surrogate BA {:.2}% ({}); PGD moved {} target-class images, the surrogate misclassifies {:.2}% of them{}",
+                report.surrogate_ba,
+                report.surrogate_dir.display(),
+                report.perturbed,
+                report.pgd_success,
+                if report.reused { " (perturbations from the cache)" } else { "" }
+            );
+            Ok((bundle, record))
+        }
+        "dynamic" => {
+            let params: DynamicParams = serde_json::from_value(params.clone())
+                .context("dynamic parameters (surrogate = a training configuration file, width, mask_epochs, mask_density, lambda_div, lambda_norm, generator_lr, attack_ratio, cross_ratio, donors)")?;
+            let (bundle, record, report) = input_aware(dataset, source, &params, spec, &cache(), Backend::Flex, &EpochBar::new())?;
+            eprintln!(
+                "dynamic: the classifier trained with the generator reaches BA {:.2}% and ASR {:.2}%; masks cover {:.2}% of the pixels ({}{})",
+                report.classifier_ba,
+                report.classifier_asr,
+                report.mask_coverage,
+                report.networks_dir.display(),
+                if report.reused { ", networks from the cache" } else { "" }
+            );
+            Ok((bundle, record))
+        }
+        _ => {
+            let attack = vab_attacks::build(name, params, dataset.shape(), spec.seed)?;
+            Ok(poison(dataset, source, attack.as_ref(), spec)?)
+        }
     }
-    let params: ClParams = serde_json::from_value(params.clone()).context("cl parameters (epsilon, steps, step_size, surrogate = a training configuration file, trigger)")?;
-    let cache = cache.map_or_else(vab_data::cache::default_cache_dir, Path::to_path_buf).join("attacks");
-    let (bundle, record, report) = label_consistent(dataset, source, &params, spec, &cache, Backend::Flex, &EpochBar::new())?;
-    eprintln!(
-        "cl: surrogate BA {:.2}% ({}); PGD moved {} target-class images, the surrogate misclassifies {:.2}% of them{}",
-        report.surrogate_ba,
-        report.surrogate_dir.display(),
-        report.perturbed,
-        report.pgd_success,
-        if report.reused { " (perturbations from the cache)" } else { "" }
-    );
-    Ok((bundle, record))
 }
 
 /// Parameters from the config file, then each `--set`, as one JSON object.

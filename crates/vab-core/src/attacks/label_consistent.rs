@@ -13,6 +13,7 @@ use vab_attacks::select::{poison_indices, RateConvention};
 use vab_attacks::{Attack, LabelMode};
 use vab_data::{Bundle, Dataset};
 
+use super::hex;
 use super::pgd::{perturb, Pgd};
 use crate::backend::Backend;
 use crate::config::TrainConfig;
@@ -89,10 +90,6 @@ impl Attack for Stamp {
     fn params(&self) -> serde_json::Value {
         self.params.clone()
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Poisons `dataset` with CL-ε. `cache` holds the surrogate's run directory and the perturbed

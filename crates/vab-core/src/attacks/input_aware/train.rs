@@ -1,0 +1,213 @@
+//! Training the input-aware attack's networks, in the two stages of Nguyen & Tran (2020):
+//!
+//! 1. the mask network M alone, for `mask_epochs`:
+//!      L_M = λ_norm · mean(relu(m(x) − density)) + λ_div · L_div(x, x', m(x), m(x'))
+//! 2. the pattern generator G jointly with a classifier C (M frozen, batch norm in eval mode),
+//!    for the classifier configuration's epochs. In each batch a share `attack_ratio` gets its
+//!    own trigger and the target label, a share `cross_ratio` gets the trigger of another image
+//!    of the batch and keeps its label, the rest stays clean:
+//!      L = CE(C(batch)) + λ_div · L_div(x, x', g(x), g(x'))
+//!
+//! The diversity term L_div(x, x', a, a') = mean_i d(x_i, x'_i) / (d(a_i, a'_i) + ε), with d the
+//! root mean square difference of one sample, keeps different images from getting the same
+//! trigger. The partner x' of each image is another image of the same shuffled batch.
+
+use std::sync::Arc;
+
+use burn::module::Module;
+use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer};
+use burn::tensor::activation::relu;
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use vab_data::ImageSet;
+
+use super::generator::Generator;
+use super::DynamicParams;
+use crate::config::TrainConfig;
+use crate::engine::batches::{epoch_batches, Normalization};
+use crate::engine::loss::{one_hot, soft_cross_entropy};
+use crate::engine::optim;
+use crate::engine::progress::TrainProgress;
+use crate::engine::run::training_members;
+use crate::models::Network;
+
+const EPSILON: f64 = 1e-7;
+/// Seeds the mask stage's batch order apart from the joint stage's.
+const MASK_STAGE: u64 = 0x6d61_736b;
+
+/// The trained networks.
+pub struct Trained {
+    pub pattern: Generator,
+    pub mask: Generator,
+    pub classifier: Network,
+}
+
+/// Trains M, then G with C, on `images` (the members chosen by `config.data.train_subset`).
+pub fn train(images: Arc<ImageSet>, num_classes: usize, config: &TrainConfig, params: &DynamicParams, target: u16, device: &Device, progress: &dyn TrainProgress) -> Trained {
+    device.seed(config.train.seed);
+    let shape = images.shape();
+    let members = training_members(config, images.len());
+    let norm = Normalization::of(&images);
+    let (batch_size, augment, seed) = (config.train.batch_size, config.train.augment, config.train.seed);
+    let adam = || -> ModuleOptimizer { AdamConfig::new().with_beta_1(0.5).with_beta_2(0.9).with_epsilon(1e-8).init() };
+    let batches = members.len().div_ceil(batch_size);
+
+    let mut mask = Generator::new(shape.channels, 1, params.width, device);
+    let mut mask_optim = adam();
+    for epoch in 0..params.mask_epochs {
+        progress.start(&format!("mask network, epoch {}/{}", epoch + 1, params.mask_epochs), batches, members.len());
+        let mut loss_sum = 0.0;
+        for batch in epoch_batches(images.clone(), &members, batch_size, 1, augment, norm.clone(), seed ^ MASK_STAGE, epoch).iter() {
+            let x: Tensor<4> = Tensor::from_data(TensorData::new(batch.images, batch.shape), device);
+            let m = mask.mask(x.clone());
+            let norm_loss = relu(m.clone().sub_scalar(params.mask_density)).mean();
+            let loss = norm_loss.mul_scalar(params.lambda_norm) + diversity(x.clone(), partners(x), m.clone(), partners(m)).mul_scalar(params.lambda_div);
+            let value = scalar(&loss);
+            let grads = GradientsParams::from_grads(loss.backward(), &mask);
+            mask = mask_optim.step(params.generator_lr, mask, grads);
+            loss_sum += value as f64 * batch.labels.len() as f64;
+            progress.batch(batch.labels.len(), value);
+        }
+        progress.finish(&format!("mask network, epoch {}/{}: loss {:.4}", epoch + 1, params.mask_epochs, loss_sum / members.len() as f64));
+    }
+
+    // Frozen M: eval-mode batch norm, outputs detached.
+    let frozen = mask.valid().fork(device);
+    let mut pattern = Generator::new(shape.channels, shape.channels, params.width, device);
+    let mut pattern_optim = adam();
+    let mut classifier = Network::new(config.model.arch, shape.channels, num_classes, device);
+    let mut classifier_optim = optim::build(&config.train.optimizer);
+    let mean = Tensor::<4>::from_data(TensorData::new(norm.mean.clone(), [1, shape.channels, 1, 1]), device);
+    let std = Tensor::<4>::from_data(TensorData::new(norm.std.clone(), [1, shape.channels, 1, 1]), device);
+    let epochs = config.train.epochs;
+    for epoch in 0..epochs {
+        let lr = config.train.schedule.lr(config.train.lr, epoch, epochs);
+        progress.start(&format!("trigger generator and classifier, epoch {}/{epochs}", epoch + 1), batches, members.len());
+        let mut loss_sum = 0.0;
+        for batch in epoch_batches(images.clone(), &members, batch_size, 1, augment, norm.clone(), seed, epoch).iter() {
+            let b = batch.labels.len();
+            let (n_bd, n_cross) = shares(b, params.attack_ratio, params.cross_ratio);
+            let x: Tensor<4> = Tensor::from_data(TensorData::new(batch.images, batch.shape), device);
+            let mut labels = batch.labels.clone();
+            labels[..n_bd].fill(target);
+            let y = Tensor::<2>::from_data(TensorData::new(one_hot(&labels, num_classes), [b, num_classes]), device);
+            let mut loss_terms = None;
+            let inputs = if n_bd + n_cross == 0 {
+                x
+            } else {
+                // Trigger sources: the backdoor images themselves, then the cross samples' donors
+                // (taken from the clean rest of the batch).
+                let own = x.clone().narrow(0, 0, n_bd);
+                let cross = x.clone().narrow(0, n_bd, n_cross);
+                let donors = x.clone().narrow(0, n_bd + n_cross, n_cross);
+                let sources = Tensor::cat(vec![own.clone(), donors.clone()], 0);
+                let patterns = (pattern.pattern(sources.clone()) - mean.clone()) / std.clone();
+                let masks = frozen.mask(sources).detach();
+                let blended = blend(Tensor::cat(vec![own.clone(), cross], 0), patterns.clone(), masks);
+                let pairs = n_bd.min(n_cross);
+                if pairs > 0 {
+                    let (p_own, p_donor) = (patterns.clone().narrow(0, 0, pairs), patterns.narrow(0, n_bd, pairs));
+                    loss_terms = Some(diversity(own.narrow(0, 0, pairs), donors.narrow(0, 0, pairs), p_own, p_donor));
+                }
+                Tensor::cat(vec![blended, x.narrow(0, n_bd + n_cross, b - n_bd - n_cross)], 0)
+            };
+            let mut loss = soft_cross_entropy(classifier.forward(inputs), y);
+            if let Some(div) = loss_terms {
+                loss = loss + div.mul_scalar(params.lambda_div);
+            }
+            let value = scalar(&loss);
+            let mut grads = loss.backward();
+            let classifier_grads = GradientsParams::from_module(&mut grads, &classifier);
+            let pattern_grads = GradientsParams::from_module(&mut grads, &pattern);
+            classifier = classifier_optim.step(lr, classifier, classifier_grads);
+            pattern = pattern_optim.step(params.generator_lr, pattern, pattern_grads);
+            loss_sum += value as f64 * b as f64;
+            progress.batch(b, value);
+        }
+        progress.finish(&format!("trigger generator and classifier, epoch {}/{epochs}: loss {:.4}", epoch + 1, loss_sum / members.len() as f64));
+    }
+    Trained { pattern, mask, classifier }
+}
+
+/// x + (pattern − x) ⊙ mask, the mask broadcast over channels.
+pub fn blend(x: Tensor<4>, pattern: Tensor<4>, mask: Tensor<4>) -> Tensor<4> {
+    let [b, c, h, w] = x.dims();
+    x.clone() + (pattern - x) * mask.expand([b, c, h, w])
+}
+
+/// How many samples of a batch of `b` get their own trigger, and how many a borrowed one: the
+/// shares rounded down, none if the batch is too small to also hold the cross donors.
+fn shares(b: usize, attack_ratio: f64, cross_ratio: f64) -> (usize, usize) {
+    let n_bd = (attack_ratio * b as f64) as usize;
+    let n_cross = (cross_ratio * b as f64) as usize;
+    if n_bd + 2 * n_cross > b {
+        (0, 0)
+    } else {
+        (n_bd, n_cross)
+    }
+}
+
+/// Each sample's partner: the next sample of the batch (the last one's is the first).
+fn partners(x: Tensor<4>) -> Tensor<4> {
+    let b = x.dims()[0];
+    let order = Tensor::<1, Int>::from_data(TensorData::new((0..b).map(|i| ((i + 1) % b) as i64).collect::<Vec<_>>(), [b]), &x.device());
+    x.select(0, order)
+}
+
+/// L_div = mean_i d(x_i, x'_i) / (d(a_i, a'_i) + ε), d = root mean square difference.
+pub fn diversity(x: Tensor<4>, x_partner: Tensor<4>, a: Tensor<4>, a_partner: Tensor<4>) -> Tensor<1> {
+    (rms_distance(x, x_partner) / rms_distance(a, a_partner).add_scalar(EPSILON)).mean()
+}
+
+fn rms_distance(a: Tensor<4>, b: Tensor<4>) -> Tensor<1> {
+    let n = a.dims()[0];
+    (a - b).powi_scalar(2).reshape([n as i32, -1]).mean_dim(1).sqrt().reshape([n])
+}
+
+fn scalar(t: &Tensor<1>) -> f32 {
+    t.to_data().iter::<f32>().next().unwrap_or(f32::NAN)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tensor(values: &[f32], shape: [usize; 4]) -> Tensor<4> {
+        Tensor::from_data(TensorData::new(values.to_vec(), shape), &Device::flex())
+    }
+
+    #[test]
+    fn diversity_is_the_mean_ratio_of_rms_distances() {
+        // Sample 0: images differ by 2 everywhere (d = 2), patterns by 1 (d = 1) → 2.
+        // Sample 1: images d = 1, patterns differ by 4 on one of four values (d = 2) → 0.5.
+        let x = tensor(&[0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0], [2, 1, 2, 2]);
+        let xp = tensor(&[2.0, 2.0, 2.0, 2.0, 0.0, 0.0, 0.0, 0.0], [2, 1, 2, 2]);
+        let a = tensor(&[0.5, 0.5, 0.5, 0.5, 0.0, 0.0, 0.0, 0.0], [2, 1, 2, 2]);
+        let ap = tensor(&[-0.5, -0.5, -0.5, -0.5, 4.0, 0.0, 0.0, 0.0], [2, 1, 2, 2]);
+        let v = scalar(&diversity(x, xp, a, ap).reshape([1]));
+        assert!((v - 1.25).abs() < 1e-5, "{v}");
+    }
+
+    #[test]
+    fn blending_takes_the_pattern_where_the_mask_is_one() {
+        let x = tensor(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0], [1, 2, 2, 2]);
+        let p = tensor(&[0.0; 8], [1, 2, 2, 2]);
+        let m = tensor(&[1.0, 0.0, 0.5, 0.0], [1, 1, 2, 2]);
+        let out: Vec<f32> = blend(x, p, m).into_data().try_to_vec().unwrap();
+        assert_eq!(out, vec![0.0, 2.0, 1.5, 4.0, 0.0, 6.0, 3.5, 8.0]);
+    }
+
+    #[test]
+    fn shares_round_down_and_need_room_for_donors() {
+        assert_eq!(shares(128, 0.1, 0.1), (12, 12));
+        assert_eq!(shares(5, 0.1, 0.1), (0, 0));
+        assert_eq!(shares(10, 0.5, 0.3), (0, 0));
+        assert_eq!(shares(10, 0.4, 0.3), (4, 3));
+    }
+
+    #[test]
+    fn partners_are_the_next_sample() {
+        let x = tensor(&[0.0, 1.0, 2.0], [3, 1, 1, 1]);
+        let p: Vec<f32> = partners(x).into_data().try_to_vec().unwrap();
+        assert_eq!(p, vec![1.0, 2.0, 0.0]);
+    }
+}
