@@ -377,13 +377,18 @@ fn bench_runs_a_matrix_skips_finished_cells_and_refuses_a_changed_config() {
     assert_clean_error(&vab(&["report", tmp.path().to_str().unwrap()], tmp.path()), "neither a run directory");
 }
 
+/// `surrogate=FILE` for a model-based attack: a one-epoch small-network configuration in `dir`.
+fn one_epoch_surrogate(dir: &Path) -> String {
+    let surrogate = dir.join("surrogate.toml");
+    std::fs::write(&surrogate, "[model]\narch = \"small\"\n[train]\nepochs = 1\nbatch_size = 50\nlr = 0.05\n[train.optimizer]\nkind = \"sgd\"\nmomentum = 0.9\nweight_decay = 5e-4\n[train.schedule]\nkind = \"cosine\"\nmin_lr = 0.0\n").unwrap();
+    format!("surrogate={}", surrogate.display())
+}
+
 #[test]
 fn label_consistent_attack_trains_a_surrogate_perturbs_within_epsilon_and_caches() {
     let tmp = tempfile::tempdir().unwrap();
     tiny_cifar10(tmp.path(), 40);
-    let surrogate = tmp.path().join("surrogate.toml");
-    std::fs::write(&surrogate, "[model]\narch = \"small\"\n[train]\nepochs = 1\nbatch_size = 50\nlr = 0.05\n[train.optimizer]\nkind = \"sgd\"\nmomentum = 0.9\nweight_decay = 5e-4\n[train.schedule]\nkind = \"cosine\"\nmin_lr = 0.0\n").unwrap();
-    let set_surrogate = format!("surrogate={}", surrogate.display());
+    let set_surrogate = one_epoch_surrogate(tmp.path());
     let poison = |out: &Path| {
         let extra = ["--attack", "cl", "--rate", "0.5", "--target", "0", "--seed", "3", "--set", &set_surrogate, "--set", "steps=3", "--set", "epsilon=8", "--set", "step_size=4"];
         vab(&poison_args(tmp.path().to_str().unwrap(), out.to_str().unwrap(), &extra), tmp.path())
@@ -429,9 +434,7 @@ fn label_consistent_attack_trains_a_surrogate_perturbs_within_epsilon_and_caches
 fn dynamic_attack_trains_its_generator_poisons_with_cross_samples_and_caches() {
     let tmp = tempfile::tempdir().unwrap();
     tiny_cifar10(tmp.path(), 40);
-    let surrogate = tmp.path().join("surrogate.toml");
-    std::fs::write(&surrogate, "[model]\narch = \"small\"\n[train]\nepochs = 1\nbatch_size = 50\nlr = 0.05\n[train.optimizer]\nkind = \"sgd\"\nmomentum = 0.9\nweight_decay = 5e-4\n[train.schedule]\nkind = \"cosine\"\nmin_lr = 0.0\n").unwrap();
-    let set_surrogate = format!("surrogate={}", surrogate.display());
+    let set_surrogate = one_epoch_surrogate(tmp.path());
     let poison = |out: &Path| {
         let extra = ["--attack", "dynamic", "--rate", "0.1", "--target", "0", "--seed", "3", "--set", &set_surrogate, "--set", "width=4", "--set", "mask_epochs=1", "--set", "donors=16"];
         vab(&poison_args(tmp.path().to_str().unwrap(), out.to_str().unwrap(), &extra), tmp.path())

@@ -207,7 +207,7 @@ pub fn input_aware(dataset: &Dataset, source: &str, params: &DynamicParams, spec
         return Err(CoreError::Invalid("dynamic: width and donors must be positive".into()));
     }
     let shape = dataset.shape();
-    if shape.height % 8 != 0 || shape.width % 8 != 0 {
+    if !shape.height.is_multiple_of(8) || !shape.width.is_multiple_of(8) {
         return Err(CoreError::Invalid(format!("dynamic: the generator needs image sides divisible by 8, not {}×{}", shape.height, shape.width)));
     }
     let mut key = Sha256::new();
@@ -228,7 +228,7 @@ pub fn input_aware(dataset: &Dataset, source: &str, params: &DynamicParams, spec
         (Mutex::new((pattern.valid(), mask.valid())), None)
     } else {
         let device = inference.clone().autodiff();
-        let trained = train::train(Arc::new(dataset.train.clone()), dataset.num_classes(), &config, params, spec.target, &device, progress);
+        let trained = train::train(Arc::new(dataset.train.clone()), dataset.num_classes(), &config, params, spec.target, &device, progress)?;
         std::fs::create_dir_all(&dir).map_err(|e| CoreError::io(&dir, e))?;
         for (net, file) in [&trained.pattern, &trained.mask].into_iter().zip(&files) {
             let mut store = BurnpackStore::from_file(file).overwrite(true);

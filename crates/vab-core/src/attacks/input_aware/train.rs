@@ -1,12 +1,12 @@
 //! Training the input-aware attack's networks, in the two stages of Nguyen & Tran (2020):
 //!
 //! 1. the mask network M alone, for `mask_epochs`:
-//!      L_M = λ_norm · mean(relu(m(x) − density)) + λ_div · L_div(x, x', m(x), m(x'))
+//!    L_M = λ_norm · mean(relu(m(x) − density)) + λ_div · L_div(x, x', m(x), m(x'))
 //! 2. the pattern generator G jointly with a classifier C (M frozen, batch norm in eval mode),
 //!    for the classifier configuration's epochs. In each batch a share `attack_ratio` gets its
 //!    own trigger and the target label, a share `cross_ratio` gets the trigger of another image
 //!    of the batch and keeps its label, the rest stays clean:
-//!      L = CE(C(batch)) + λ_div · L_div(x, x', g(x), g(x'))
+//!    L = CE(C(batch)) + λ_div · L_div(x, x', g(x), g(x'))
 //!
 //! The diversity term L_div(x, x', a, a') = mean_i d(x_i, x'_i) / (d(a_i, a'_i) + ε), with d the
 //! root mean square difference of one sample, keeps different images from getting the same
@@ -28,6 +28,7 @@ use crate::engine::loss::{one_hot, soft_cross_entropy};
 use crate::engine::optim;
 use crate::engine::progress::TrainProgress;
 use crate::engine::run::training_members;
+use crate::error::{CoreError, Result};
 use crate::models::Network;
 
 const EPSILON: f64 = 1e-7;
@@ -42,7 +43,7 @@ pub struct Trained {
 }
 
 /// Trains M, then G with C, on `images` (the members chosen by `config.data.train_subset`).
-pub fn train(images: Arc<ImageSet>, num_classes: usize, config: &TrainConfig, params: &DynamicParams, target: u16, device: &Device, progress: &dyn TrainProgress) -> Trained {
+pub fn train(images: Arc<ImageSet>, num_classes: usize, config: &TrainConfig, params: &DynamicParams, target: u16, device: &Device, progress: &dyn TrainProgress) -> Result<Trained> {
     device.seed(config.train.seed);
     let shape = images.shape();
     let members = training_members(config, images.len());
@@ -61,7 +62,7 @@ pub fn train(images: Arc<ImageSet>, num_classes: usize, config: &TrainConfig, pa
             let m = mask.mask(x.clone());
             let norm_loss = relu(m.clone().sub_scalar(params.mask_density)).mean();
             let loss = norm_loss.mul_scalar(params.lambda_norm) + diversity(x.clone(), partners(x), m.clone(), partners(m)).mul_scalar(params.lambda_div);
-            let value = scalar(&loss);
+            let value = finite(scalar(&loss), "mask network", epoch)?;
             let grads = GradientsParams::from_grads(loss.backward(), &mask);
             mask = mask_optim.step(params.generator_lr, mask, grads);
             loss_sum += value as f64 * batch.labels.len() as f64;
@@ -114,7 +115,7 @@ pub fn train(images: Arc<ImageSet>, num_classes: usize, config: &TrainConfig, pa
             if let Some(div) = loss_terms {
                 loss = loss + div.mul_scalar(params.lambda_div);
             }
-            let value = scalar(&loss);
+            let value = finite(scalar(&loss), "trigger generator", epoch)?;
             let mut grads = loss.backward();
             let classifier_grads = GradientsParams::from_module(&mut grads, &classifier);
             let pattern_grads = GradientsParams::from_module(&mut grads, &pattern);
@@ -125,7 +126,7 @@ pub fn train(images: Arc<ImageSet>, num_classes: usize, config: &TrainConfig, pa
         }
         progress.finish(&format!("trigger generator and classifier, epoch {}/{epochs}: loss {:.4}", epoch + 1, loss_sum / members.len() as f64));
     }
-    Trained { pattern, mask, classifier }
+    Ok(Trained { pattern, mask, classifier })
 }
 
 /// x + (pattern − x) ⊙ mask, the mask broadcast over channels.
@@ -158,9 +159,21 @@ pub fn diversity(x: Tensor<4>, x_partner: Tensor<4>, a: Tensor<4>, a_partner: Te
     (rms_distance(x, x_partner) / rms_distance(a, a_partner).add_scalar(EPSILON)).mean()
 }
 
+/// Root mean square difference per sample. The square root is taken of the mean plus 1e-12:
+/// saturated masks can be exactly equal, and √ has an infinite slope at 0, which turned the
+/// whole mask network into NaN on real data.
 fn rms_distance(a: Tensor<4>, b: Tensor<4>) -> Tensor<1> {
     let n = a.dims()[0];
-    (a - b).powi_scalar(2).reshape([n as i32, -1]).mean_dim(1).sqrt().reshape([n])
+    (a - b).powi_scalar(2).reshape([n as i32, -1]).mean_dim(1).add_scalar(1e-12).sqrt().reshape([n])
+}
+
+/// `loss`, or an error saying which stage diverged.
+fn finite(loss: f32, stage: &str, epoch: usize) -> Result<f32> {
+    if loss.is_finite() {
+        Ok(loss)
+    } else {
+        Err(CoreError::Invalid(format!("dynamic: the {stage}'s loss became {loss} in epoch {}; try a lower generator_lr", epoch + 1)))
+    }
 }
 
 fn scalar(t: &Tensor<1>) -> f32 {
@@ -185,6 +198,17 @@ mod tests {
         let ap = tensor(&[-0.5, -0.5, -0.5, -0.5, 4.0, 0.0, 0.0, 0.0], [2, 1, 2, 2]);
         let v = scalar(&diversity(x, xp, a, ap).reshape([1]));
         assert!((v - 1.25).abs() < 1e-5, "{v}");
+    }
+
+    #[test]
+    fn diversity_has_a_finite_gradient_when_two_masks_are_equal() {
+        let device = Device::flex().autodiff();
+        let x = Tensor::<4>::from_data(TensorData::new(vec![0.0f32, 1.0], [2, 1, 1, 1]), &device);
+        let a = Tensor::<4>::from_data(TensorData::new(vec![0.25f32, 0.25], [2, 1, 1, 1]), &device).require_grad();
+        let loss = diversity(x.clone(), partners(x), a.clone(), partners(a.clone()));
+        let grads = loss.backward();
+        let g: Vec<f32> = a.grad(&grads).unwrap().into_data().try_to_vec().unwrap();
+        assert!(g.iter().all(|v| v.is_finite()), "{g:?}");
     }
 
     #[test]
