@@ -279,7 +279,10 @@ mod tests {
     }
 
     #[test]
-    fn shipped_matrices_and_their_cells_are_valid() {
+    fn shipped_matrices_their_cells_and_attack_parameters_are_valid() {
+        use vab_core::attacks::input_aware::DynamicParams;
+        use vab_core::attacks::label_consistent::ClParams;
+
         let bench = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../bench");
         let mut checked = 0;
         for entry in std::fs::read_dir(&bench).unwrap() {
@@ -292,9 +295,25 @@ mod tests {
             for cell in m.cells() {
                 cell_config(&base, cell.defense, cell.seed).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
             }
+            for attack in &m.attacks {
+                let Some(name) = attack.attack() else { continue };
+                let params = serde_json::to_value(&attack.params).unwrap();
+                let fail = |e: String| -> ! { panic!("{}: [[attack]] {}: {e}", path.display(), attack.name) };
+                let surrogate = match name {
+                    "cl" => serde_json::from_value::<ClParams>(params).map(|p| p.surrogate),
+                    "dynamic" => serde_json::from_value::<DynamicParams>(params).map(|p| p.surrogate),
+                    _ => {
+                        let shape = vab_data::ImageShape { channels: 3, height: 32, width: 32 };
+                        vab_attacks::build(name, &params, shape, 0).unwrap_or_else(|e| fail(e.to_string()));
+                        continue;
+                    }
+                };
+                let surrogate = surrogate.unwrap_or_else(|e| fail(e.to_string()));
+                assert!(surrogate.is_file(), "{}: [[attack]] {}: no surrogate configuration {}", path.display(), attack.name, surrogate.display());
+            }
             checked += 1;
         }
-        assert!(checked >= 2, "bench/cpu-cifar10.toml and bench/ablation-cpu.toml");
+        assert!(checked >= 3, "bench/cpu-cifar10.toml, bench/ablation-cpu.toml and bench/model-attacks-cpu.toml");
     }
 
     #[test]
