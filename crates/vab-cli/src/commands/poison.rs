@@ -178,4 +178,28 @@ mod tests {
         let params = attack_params(Some(&path), &["alpha=0.5".into()]).unwrap();
         assert_eq!(params, serde_json::json!({"alpha": 0.5, "trigger_file": "t.png"}));
     }
+
+    #[test]
+    fn shipped_configs_parse_and_name_existing_surrogates() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let mut attack_configs = 0;
+        for entry in std::fs::read_dir(root.join("configs")).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            let params = attack_params(Some(&path), &[]).unwrap();
+            let surrogate = if name.starts_with("cl") {
+                serde_json::from_value::<ClParams>(params).map(|p| p.surrogate)
+            } else if name.starts_with("dynamic") {
+                serde_json::from_value::<DynamicParams>(params).map(|p| p.surrogate)
+            } else {
+                let text = std::fs::read_to_string(&path).unwrap();
+                vab_core::config::TrainConfig::from_toml(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
+                continue;
+            };
+            let surrogate = surrogate.unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert!(root.join(&surrogate).is_file(), "{name}: no {}", surrogate.display());
+            attack_configs += 1;
+        }
+        assert!(attack_configs >= 4, "CL-16 and Dynamic, CPU and paper scale");
+    }
 }
