@@ -435,10 +435,17 @@ fn dynamic_attack_trains_its_generator_poisons_with_cross_samples_and_caches() {
     let tmp = tempfile::tempdir().unwrap();
     tiny_cifar10(tmp.path(), 40);
     let set_surrogate = one_epoch_surrogate(tmp.path());
-    let poison = |out: &Path| {
-        let extra = ["--attack", "dynamic", "--rate", "0.1", "--target", "0", "--seed", "3", "--set", &set_surrogate, "--set", "width=4", "--set", "mask_epochs=1", "--set", "donors=16"];
+    // Without the norm loss the tiny mask network's masks stay non-empty (with it they collapse
+    // to nothing on this data, leaving the images unchanged).
+    // The same surrogate configuration under another path is the same surrogate.
+    let copy = tmp.path().join("copy.toml");
+    std::fs::copy(set_surrogate.trim_start_matches("surrogate="), &copy).unwrap();
+    let set_copy = format!("surrogate={}", copy.display());
+    let poison_with = |out: &Path, surrogate: &str| {
+        let extra = ["--attack", "dynamic", "--rate", "0.1", "--target", "0", "--seed", "3", "--set", surrogate, "--set", "width=4", "--set", "mask_epochs=3", "--set", "lambda_norm=0", "--set", "donors=16"];
         vab(&poison_args(tmp.path().to_str().unwrap(), out.to_str().unwrap(), &extra), tmp.path())
     };
+    let poison = |out: &Path| poison_with(out, &set_surrogate);
     let (a, b) = (tmp.path().join("a.safetensors"), tmp.path().join("b.safetensors"));
     let first = poison(&a);
     let stderr = text(&first.stderr);
@@ -447,6 +454,8 @@ fn dynamic_attack_trains_its_generator_poisons_with_cross_samples_and_caches() {
     let second = poison(&b);
     assert!(second.status.success() && text(&second.stderr).contains("networks from the cache"), "{}", text(&second.stderr));
     assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap(), "the cached networks give the same bundle");
+    let third = poison_with(&tmp.path().join("c.safetensors"), &set_copy);
+    assert!(third.status.success() && text(&third.stderr).contains("networks from the cache"), "{}", text(&third.stderr));
 
     let bundle = vab_data::Bundle::read(&a).unwrap();
     let attack = bundle.meta.attack.clone().unwrap();

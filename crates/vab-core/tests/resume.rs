@@ -1,5 +1,7 @@
 //! A run interrupted after its first epoch and resumed ends with exactly the metrics of an
-//! uninterrupted run with the same seed (CPU, flex backend).
+//! uninterrupted run with the same seed (CPU, flex backend). The checkpoint it resumes from is
+//! written after an epoch without evaluation, so nothing but the checkpoint syncs the
+//! batch-norm running statistics.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
@@ -27,6 +29,8 @@ weight_decay = 5e-4
 [train.schedule]
 kind = "cosine"
 min_lr = 0.0
+[data]
+eval_every = 3
 "#;
 
 /// Two classes of 8×8 RGB images: bright or dark, with per-image noise.

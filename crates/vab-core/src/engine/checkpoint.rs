@@ -5,6 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
+use burn::module::Module;
 use burn::optim::ModuleOptimizer;
 use burn::store::{BurnpackStore, ModuleSnapshot};
 use serde::de::DeserializeOwned;
@@ -44,7 +45,9 @@ pub fn save<S: Serialize>(run: &Path, parts: &[(&str, &Network, &ModuleOptimizer
     for (name, model, optim) in parts {
         let (model_path, optim_path) = (tmp.join(model_file(name)), tmp.join(optim_file(name)));
         let mut store = BurnpackStore::from_file(&model_path).overwrite(true);
-        model.save_into(&mut store).map_err(|e| CoreError::file(&model_path, format!("cannot save model: {e:?}")))?;
+        // `valid()` folds the last batch-norm update into the running statistics; saving the
+        // training module itself would store them one batch behind (burn's `RunningState`).
+        model.valid().save_into(&mut store).map_err(|e| CoreError::file(&model_path, format!("cannot save model: {e:?}")))?;
         optim.save(&optim_path).map_err(|e| CoreError::file(&optim_path, format!("cannot save optimiser: {e:?}")))?;
     }
     let json = serde_json::to_vec(state).expect("state serialises");

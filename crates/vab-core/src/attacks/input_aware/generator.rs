@@ -115,9 +115,12 @@ fn upsample_axis(x: Tensor<4>, axis: usize) -> Tensor<4> {
     let n = x.dims()[axis];
     let mut dims = x.dims();
     let shifted = |from: usize, to: usize| x.clone().narrow(axis, from, to - from);
-    // x[i−1] and x[i+1], repeating the edge.
-    let prev = Tensor::cat(vec![shifted(0, 1), shifted(0, n - 1)], axis);
-    let next = Tensor::cat(vec![shifted(1, n), shifted(n - 1, n)], axis);
+    // x[i−1] and x[i+1], repeating the edge (a single row is its own neighbour).
+    let (prev, next) = if n == 1 {
+        (x.clone(), x.clone())
+    } else {
+        (Tensor::cat(vec![shifted(0, 1), shifted(0, n - 1)], axis), Tensor::cat(vec![shifted(1, n), shifted(n - 1, n)], axis))
+    };
     let even = x.clone().mul_scalar(0.75) + prev.mul_scalar(0.25);
     let odd = x.mul_scalar(0.75) + next.mul_scalar(0.25);
     // Interleave: stack on a new axis after `axis`, then merge the two.

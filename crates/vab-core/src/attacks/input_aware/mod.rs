@@ -193,6 +193,13 @@ impl Attack for GeneratedTrigger {
     }
 }
 
+/// Saves a network taken out of training with `valid()`, which folds the last batch-norm update
+/// into the running statistics (the training module itself would store them one batch behind).
+fn save(net: &Generator, file: &Path) -> Result<()> {
+    let mut store = BurnpackStore::from_file(file).overwrite(true);
+    net.save_into(&mut store).map_err(|e| CoreError::file(file, format!("cannot save: {e:?}")))
+}
+
 /// Poisons `dataset` with the input-aware attack, training (or reusing from `cache`) its
 /// networks on `backend`.
 pub fn input_aware(dataset: &Dataset, source: &str, params: &DynamicParams, spec: &PoisonSpec, cache: &Path, backend: Backend, progress: &dyn TrainProgress) -> Result<(Bundle, AttackRecord, DynamicReport)> {
@@ -210,9 +217,11 @@ pub fn input_aware(dataset: &Dataset, source: &str, params: &DynamicParams, spec
     if !shape.height.is_multiple_of(8) || !shape.width.is_multiple_of(8) {
         return Err(CoreError::Invalid(format!("dynamic: the generator needs image sides divisible by 8, not {}×{}", shape.height, shape.width)));
     }
+    // The key holds the surrogate configuration's text, not its path.
     let mut key = Sha256::new();
     key.update(config_text.as_bytes());
-    key.update(serde_json::to_vec(&(params, spec.target)).expect("serialises"));
+    let keyed = DynamicParams { surrogate: PathBuf::new(), ..params.clone() };
+    key.update(serde_json::to_vec(&(keyed, spec.target)).expect("serialises"));
     key.update(dataset.train.pixels());
     key.update(dataset.train.labels().iter().flat_map(|l| l.to_le_bytes()).collect::<Vec<u8>>());
     let dir = cache.join(format!("dynamic-{}", hex(&key.finalize()[..8])));
@@ -230,11 +239,11 @@ pub fn input_aware(dataset: &Dataset, source: &str, params: &DynamicParams, spec
         let device = inference.clone().autodiff();
         let trained = train::train(Arc::new(dataset.train.clone()), dataset.num_classes(), &config, params, spec.target, &device, progress)?;
         std::fs::create_dir_all(&dir).map_err(|e| CoreError::io(&dir, e))?;
-        for (net, file) in [&trained.pattern, &trained.mask].into_iter().zip(&files) {
-            let mut store = BurnpackStore::from_file(file).overwrite(true);
-            net.save_into(&mut store).map_err(|e| CoreError::file(file, format!("cannot save: {e:?}")))?;
+        let (pattern, mask) = (trained.pattern.valid(), trained.mask.valid());
+        for (net, file) in [&pattern, &mask].into_iter().zip(&files) {
+            save(net, file)?;
         }
-        (Mutex::new((trained.pattern.valid(), trained.mask.valid())), Some(trained.classifier.valid()))
+        (Mutex::new((pattern, mask)), Some(trained.classifier.valid()))
     };
 
     let norm = Normalization::of(&dataset.train);
@@ -278,4 +287,29 @@ pub fn input_aware(dataset: &Dataset, source: &str, params: &DynamicParams, spec
     record.params = recorded;
     bundle.meta.attack = Some(serde_json::to_value(&record).expect("record serialises"));
     Ok((bundle, record, report))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::Distribution;
+
+    #[test]
+    fn saved_networks_load_back_with_the_same_outputs() {
+        let dir = tempfile::tempdir().unwrap();
+        let device = Device::flex().autodiff();
+        let net = Generator::new(3, 3, 4, &device);
+        // A training-mode pass moves the batch-norm running statistics.
+        let _ = net.forward(Tensor::random([4, 3, 8, 8], Distribution::Normal(0.5, 2.0), &device));
+        let file = dir.path().join("g.bpk");
+        save(&net.valid(), &file).unwrap();
+        let inference = Device::flex();
+        let mut loaded = Generator::new(3, 3, 4, &inference);
+        loaded.load_from(&mut BurnpackStore::from_file(&file)).unwrap();
+        let x = Tensor::<4>::random([2, 3, 8, 8], Distribution::Normal(0.0, 1.0), &inference);
+        let a: Vec<f32> = net.valid().pattern(x.clone()).into_data().try_to_vec().unwrap();
+        let b: Vec<f32> = loaded.valid().pattern(x).into_data().try_to_vec().unwrap();
+        let worst = a.iter().zip(&b).map(|(p, q)| (p - q).abs()).fold(0f32, f32::max);
+        assert!(worst < 1e-6, "loaded network differs by {worst}");
+    }
 }
