@@ -73,12 +73,27 @@ pub struct VictimParams {
     pub weight_decay: f64,
     pub batch_size: usize,
     pub augment: Augment,
+    /// Batch-norm statistics of the entropy pass (method.md §3 and the code: running).
+    pub entropy_norm: EntropyNorm,
 }
 
 impl Default for VictimParams {
     fn default() -> Self {
-        Self { lr: 1e-3, weight_decay: 5e-4, batch_size: 128, augment: Augment::NONE }
+        Self { lr: 1e-3, weight_decay: 5e-4, batch_size: 128, augment: Augment::NONE, entropy_norm: EntropyNorm::Running }
     }
+}
+
+/// Which batch-norm statistics the Victim's entropy pass normalises with.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EntropyNorm {
+    /// The running statistics (eval mode; method.md §3, the authors' code).
+    #[default]
+    Running,
+    /// The statistics of seeded random batches of the whole training set (`eval_batch_size`
+    /// each), so the entropies do not depend on what the last Victim epoch trained on (an
+    /// experiment: training on a trigger-dominated D_s drags the running statistics along).
+    Batch,
 }
 
 /// The mix applied to credible batches.

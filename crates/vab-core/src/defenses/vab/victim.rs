@@ -16,13 +16,16 @@ use burn::module::Module;
 use burn::optim::ModuleOptimizer;
 use serde::{Deserialize, Serialize};
 
-use super::config::{VabConfig, VictimParams};
+use burn::tensor::{Device, Tensor, TensorData};
+use vab_data::ImageSet;
+
+use super::config::{EntropyNorm, VabConfig, VictimParams};
 use super::entropy;
 use super::gmm::Mixture;
 use super::threshold::Warmup;
 use super::{Context, Event, RefreshEvent, RefreshObserver, Stage};
 use crate::config::OptimizerConfig;
-use crate::engine::batches::epoch_batches;
+use crate::engine::batches::{epoch_batches, epoch_order, plain_batches, Normalization};
 use crate::engine::eval::{evaluate, logits};
 use crate::engine::optim;
 use crate::engine::step::train_step;
@@ -119,7 +122,13 @@ impl Victim {
     /// Entropies of every training sample under the current Victim: smoothed with the previous
     /// refresh and min-max normalised. Returns (normalised, logits).
     pub fn refresh(&mut self, ctx: &Context, momentum: f64) -> (Vec<f64>, Vec<f32>) {
-        let logits = logits(&self.model.valid(), &ctx.train.images, &ctx.norm, ctx.eval_batch_size, &ctx.inference);
+        let logits = match self.params.entropy_norm {
+            EntropyNorm::Running => logits(&self.model.valid(), &ctx.train.images, &ctx.norm, ctx.eval_batch_size, &ctx.inference),
+            EntropyNorm::Batch => {
+                let order = epoch_order(&(0..ctx.train.images.len()).collect::<Vec<_>>(), ctx.seed ^ STREAM, self.state.refreshes);
+                batch_statistics_logits(&self.model, &ctx.train.images, &order, &ctx.norm, ctx.eval_batch_size, ctx.train.num_classes, &ctx.device)
+            }
+        };
         let fresh = entropy::entropies(&logits, ctx.train.num_classes);
         let smoothed = entropy::smooth(&fresh, self.state.smoothed.as_deref(), momentum);
         let normalised = entropy::normalise(&smoothed);
@@ -151,6 +160,22 @@ impl Victim {
         ));
         Ok(())
     }
+}
+
+/// Logits of every image of `set` with batch norm on the statistics of each batch, the batches
+/// taken in `order`; rows come back in the set's order. A throw-away copy in train mode
+/// computes them, so `model`'s running statistics do not move. `device` is the autodiff device.
+pub fn batch_statistics_logits(model: &Network, set: &ImageSet, order: &[usize], norm: &Normalization, batch_size: usize, classes: usize, device: &Device) -> Vec<f32> {
+    let copy = model.valid().train();
+    let mut all = vec![0.0f32; set.len() * classes];
+    for batch in plain_batches(set, order, batch_size, norm) {
+        let x = Tensor::<4>::from_data(TensorData::new(batch.images, batch.shape), device);
+        let rows = copy.forward(x).detach().into_data().try_to_vec::<f32>().expect("f32 logits");
+        for (row, &i) in rows.chunks_exact(classes).zip(&batch.indices) {
+            all[i * classes..(i + 1) * classes].copy_from_slice(row);
+        }
+    }
+    all
 }
 
 /// Stage 1: warms the Victim up and returns the split stage 2 starts from.
@@ -199,4 +224,42 @@ fn auto_warm_up(victim: &mut Victim, ctx: &Context, config: &VabConfig, max_epoc
         victim.train_epoch(ctx, &low)?;
     }
     unreachable!("the loop returns by its last iteration")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::models::Arch;
+    use vab_data::ImageShape;
+
+    fn set(n: usize) -> ImageSet {
+        let shape = ImageShape { channels: 3, height: 8, width: 8 };
+        let pixels = (0..n * shape.len()).map(|i| ((i * 37 + i / 192 * 11) % 256) as u8).collect();
+        ImageSet::new(shape, pixels, vec![0; n]).unwrap()
+    }
+
+    fn close(a: &[f32], b: &[f32]) -> bool {
+        a.len() == b.len() && a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-4)
+    }
+
+    #[test]
+    fn batch_statistics_logits_come_back_in_the_sets_order_and_leave_the_running_statistics_alone() {
+        let inference = Device::flex();
+        let device = inference.clone().autodiff();
+        let model = Network::new(Arch::Small, 3, 4, &device);
+        let (set, norm) = (set(6), Normalization { mean: vec![0.5; 3], std: vec![0.25; 3] });
+        let natural: Vec<usize> = (0..6).collect();
+        let eval_before = logits(&model.valid(), &set, &norm, 6, &inference);
+
+        // One batch holding every image: the statistics do not depend on the order, so a
+        // shuffled order must give the rows of the natural one.
+        let in_order = batch_statistics_logits(&model, &set, &natural, &norm, 6, 4, &device);
+        let shuffled = batch_statistics_logits(&model, &set, &[4, 1, 5, 0, 3, 2], &norm, 6, 4, &device);
+        assert!(close(&in_order, &shuffled), "{in_order:?} vs {shuffled:?}");
+        // Batch statistics differ from the (initial) running ones: the mode is not a no-op.
+        assert!(!close(&in_order, &eval_before));
+        // Two batches of three normalise differently from one batch of six.
+        assert!(!close(&batch_statistics_logits(&model, &set, &natural, &norm, 3, 4, &device), &in_order));
+        assert_eq!(logits(&model.valid(), &set, &norm, 6, &inference), eval_before, "the running statistics moved");
+    }
 }
