@@ -91,8 +91,9 @@ pub enum EntropyNorm {
     #[default]
     Running,
     /// The statistics of seeded random batches of the whole training set (`eval_batch_size`
-    /// each), so the entropies do not depend on what the last Victim epoch trained on (an
-    /// experiment: training on a trigger-dominated D_s drags the running statistics along).
+    /// each), so the split does not depend on what the last Victim epoch trained on (training
+    /// on a trigger-dominated D_s drags the running statistics along). The suppression of
+    /// stage 3 still reads the Victim in eval mode.
     Batch,
 }
 

@@ -120,16 +120,18 @@ impl Victim {
     }
 
     /// Entropies of every training sample under the current Victim: smoothed with the previous
-    /// refresh and min-max normalised. Returns (normalised, logits).
+    /// refresh and min-max normalised. Returns (normalised, eval-mode logits).
     pub fn refresh(&mut self, ctx: &Context, momentum: f64) -> (Vec<f64>, Vec<f32>) {
-        let logits = match self.params.entropy_norm {
-            EntropyNorm::Running => logits(&self.model.valid(), &ctx.train.images, &ctx.norm, ctx.eval_batch_size, &ctx.inference),
+        // Eval mode, as the suppression of stage 3 reads them (method.md §7) whatever the split uses.
+        let logits = logits(&self.model.valid(), &ctx.train.images, &ctx.norm, ctx.eval_batch_size, &ctx.inference);
+        let fresh = match self.params.entropy_norm {
+            EntropyNorm::Running => entropy::entropies(&logits, ctx.train.num_classes),
             EntropyNorm::Batch => {
                 let order = epoch_order(&(0..ctx.train.images.len()).collect::<Vec<_>>(), ctx.seed ^ STREAM, self.state.refreshes);
-                batch_statistics_logits(&self.model, &ctx.train.images, &order, &ctx.norm, ctx.eval_batch_size, ctx.train.num_classes, &ctx.device)
+                let batch_logits = batch_statistics_logits(&self.model, &ctx.train.images, &order, &ctx.norm, ctx.eval_batch_size, ctx.train.num_classes, &ctx.device);
+                entropy::entropies(&batch_logits, ctx.train.num_classes)
             }
         };
-        let fresh = entropy::entropies(&logits, ctx.train.num_classes);
         let smoothed = entropy::smooth(&fresh, self.state.smoothed.as_deref(), momentum);
         let normalised = entropy::normalise(&smoothed);
         self.state.smoothed = Some(smoothed);
@@ -164,9 +166,10 @@ impl Victim {
 
 /// Logits of every image of `set` with batch norm on the statistics of each batch, the batches
 /// taken in `order`; rows come back in the set's order. A throw-away copy in train mode
-/// computes them, so `model`'s running statistics do not move. `device` is the autodiff device.
+/// without gradient tracking computes them, so `model`'s running statistics do not move and no
+/// graph is recorded. `device` is the autodiff device.
 pub fn batch_statistics_logits(model: &Network, set: &ImageSet, order: &[usize], norm: &Normalization, batch_size: usize, classes: usize, device: &Device) -> Vec<f32> {
-    let copy = model.valid().train();
+    let copy = model.valid().train().no_grad();
     let mut all = vec![0.0f32; set.len() * classes];
     for batch in plain_batches(set, order, batch_size, norm) {
         let x = Tensor::<4>::from_data(TensorData::new(batch.images, batch.shape), device);
