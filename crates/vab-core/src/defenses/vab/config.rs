@@ -73,7 +73,8 @@ pub struct VictimParams {
     pub weight_decay: f64,
     pub batch_size: usize,
     pub augment: Augment,
-    /// Batch-norm statistics of the entropy pass (method.md §3 and the code: running).
+    /// Batch-norm statistics of the Victim's pass over the training set (entropies, suppression;
+    /// method.md §3 and §7 and the code: running).
     pub entropy_norm: EntropyNorm,
 }
 
@@ -91,9 +92,9 @@ pub enum EntropyNorm {
     #[default]
     Running,
     /// The statistics of seeded random batches of the whole training set (`eval_batch_size`
-    /// each), so the split does not depend on what the last Victim epoch trained on (training
-    /// on a trigger-dominated D_s drags the running statistics along). The suppression of
-    /// stage 3 still reads the Victim in eval mode.
+    /// each), for the split and for stage 3's suppression, so neither depends on what the last
+    /// Victim epoch trained on (training on a trigger-dominated D_s drags the running
+    /// statistics along).
     Batch,
 }
 

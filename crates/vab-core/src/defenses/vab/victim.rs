@@ -120,18 +120,17 @@ impl Victim {
     }
 
     /// Entropies of every training sample under the current Victim: smoothed with the previous
-    /// refresh and min-max normalised. Returns (normalised, eval-mode logits).
+    /// refresh and min-max normalised. Returns (normalised, logits); stage 3's suppression reads
+    /// the same logits.
     pub fn refresh(&mut self, ctx: &Context, momentum: f64) -> (Vec<f64>, Vec<f32>) {
-        // Eval mode, as the suppression of stage 3 reads them (method.md §7) whatever the split uses.
-        let logits = logits(&self.model.valid(), &ctx.train.images, &ctx.norm, ctx.eval_batch_size, &ctx.inference);
-        let fresh = match self.params.entropy_norm {
-            EntropyNorm::Running => entropy::entropies(&logits, ctx.train.num_classes),
+        let logits = match self.params.entropy_norm {
+            EntropyNorm::Running => logits(&self.model.valid(), &ctx.train.images, &ctx.norm, ctx.eval_batch_size, &ctx.inference),
             EntropyNorm::Batch => {
                 let order = epoch_order(&(0..ctx.train.images.len()).collect::<Vec<_>>(), ctx.seed ^ STREAM, self.state.refreshes);
-                let batch_logits = batch_statistics_logits(&self.model, &ctx.train.images, &order, &ctx.norm, ctx.eval_batch_size, ctx.train.num_classes, &ctx.device);
-                entropy::entropies(&batch_logits, ctx.train.num_classes)
+                batch_statistics_logits(&self.model, &ctx.train.images, &order, &ctx.norm, ctx.eval_batch_size, ctx.train.num_classes, &ctx.device)
             }
         };
+        let fresh = entropy::entropies(&logits, ctx.train.num_classes);
         let smoothed = entropy::smooth(&fresh, self.state.smoothed.as_deref(), momentum);
         let normalised = entropy::normalise(&smoothed);
         self.state.smoothed = Some(smoothed);
