@@ -84,7 +84,7 @@ impl Default for VictimParams {
     }
 }
 
-/// Which batch-norm statistics the Victim's entropy pass normalises with.
+/// Which batch-norm statistics the Victim's pass over the training set normalises with.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EntropyNorm {

@@ -2,7 +2,8 @@
 //!
 //! The Victim trains with Adam at a constant rate on hard labels, without augmentation (the
 //! authors' code). A refresh computes e_i = -Σ_k p_ik ln p_ik for every training sample with
-//! the Victim in eval mode on the un-augmented image, smooths it over refreshes
+//! the Victim in eval mode (or, with `victim.entropy_norm = batch`, on the statistics of random
+//! batches) on the un-augmented image, smooths it over refreshes
 //! (e ← m·e_new + (1-m)·e_prev), min-max normalises it and splits at t_f:
 //! suspicious D_s = {e_norm ≤ t_f}, credible D_c = the rest.
 //!
@@ -14,9 +15,8 @@
 
 use burn::module::Module;
 use burn::optim::ModuleOptimizer;
-use serde::{Deserialize, Serialize};
-
 use burn::tensor::{Device, Tensor, TensorData};
+use serde::{Deserialize, Serialize};
 use vab_data::ImageSet;
 
 use super::config::{EntropyNorm, VabConfig, VictimParams};
