@@ -1,6 +1,7 @@
 //! The classifiers vab trains. Every network exposes `features` (the final feature maps, which
 //! AttentionMix needs) and `forward` (logits = head(features)).
 
+mod batch_norm;
 mod resnet;
 mod small;
 

@@ -13,6 +13,8 @@ use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig2d
 use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 
+use super::batch_norm::batch_norm;
+
 /// Which ResNet-18.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Variant {
@@ -55,7 +57,7 @@ impl Shortcut {
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let x = self.conv.forward(x);
         match &self.bn {
-            Some(bn) => bn.forward(x),
+            Some(bn) => batch_norm(bn, x),
             None => x,
         }
     }
@@ -89,20 +91,20 @@ impl Block {
 
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         if self.preact {
-            let out = relu(self.bn1.forward(x.clone()));
+            let out = relu(batch_norm(&self.bn1, x.clone()));
             let skip = match &self.shortcut {
                 Some(s) => s.forward(out.clone()),
                 None => x,
             };
             let out = self.conv1.forward(out);
-            self.conv2.forward(relu(self.bn2.forward(out))) + skip
+            self.conv2.forward(relu(batch_norm(&self.bn2, out))) + skip
         } else {
             let skip = match &self.shortcut {
                 Some(s) => s.forward(x.clone()),
                 None => x.clone(),
             };
-            let out = relu(self.bn1.forward(self.conv1.forward(x)));
-            relu(self.bn2.forward(self.conv2.forward(out)) + skip)
+            let out = relu(batch_norm(&self.bn1, self.conv1.forward(x)));
+            relu(batch_norm(&self.bn2, self.conv2.forward(out)) + skip)
         }
     }
 }
@@ -156,7 +158,7 @@ impl ResNet18 {
     pub fn features(&self, x: Tensor<4>) -> Tensor<4> {
         let mut x = self.conv1.forward(x);
         if let Some(bn) = &self.bn1 {
-            x = relu(bn.forward(x));
+            x = relu(batch_norm(bn, x));
         }
         if let Some(pool) = &self.maxpool {
             x = pool.forward(x);
