@@ -2,6 +2,7 @@
 //! AttentionMix needs) and `forward` (logits = head(features)).
 
 mod batch_norm;
+mod conv;
 mod resnet;
 mod small;
 

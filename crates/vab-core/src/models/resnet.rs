@@ -14,6 +14,7 @@ use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 
 use super::batch_norm::batch_norm;
+use super::conv::conv2d;
 
 /// Which ResNet-18.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,7 +56,7 @@ impl Shortcut {
     }
 
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let x = self.conv.forward(x);
+        let x = conv2d(&self.conv, x);
         match &self.bn {
             Some(bn) => batch_norm(bn, x),
             None => x,
@@ -96,15 +97,15 @@ impl Block {
                 Some(s) => s.forward(out.clone()),
                 None => x,
             };
-            let out = self.conv1.forward(out);
-            self.conv2.forward(relu(batch_norm(&self.bn2, out))) + skip
+            let out = conv2d(&self.conv1, out);
+            conv2d(&self.conv2, relu(batch_norm(&self.bn2, out))) + skip
         } else {
             let skip = match &self.shortcut {
                 Some(s) => s.forward(x.clone()),
                 None => x.clone(),
             };
-            let out = relu(batch_norm(&self.bn1, self.conv1.forward(x)));
-            relu(batch_norm(&self.bn2, self.conv2.forward(out)) + skip)
+            let out = relu(batch_norm(&self.bn1, conv2d(&self.conv1, x)));
+            relu(batch_norm(&self.bn2, conv2d(&self.conv2, out)) + skip)
         }
     }
 }
@@ -156,7 +157,7 @@ impl ResNet18 {
     /// Final feature maps, [batch, 512, h, w] (4×4 for 32 px inputs): the output of the last
     /// residual stage (after its ReLU in the post-activation variants).
     pub fn features(&self, x: Tensor<4>) -> Tensor<4> {
-        let mut x = self.conv1.forward(x);
+        let mut x = conv2d(&self.conv1, x);
         if let Some(bn) = &self.bn1 {
             x = relu(batch_norm(bn, x));
         }

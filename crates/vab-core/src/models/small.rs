@@ -11,6 +11,7 @@ use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 
 use super::batch_norm::batch_norm;
+use super::conv::conv2d;
 
 /// One conv(3×3)-BN-ReLU stage.
 #[derive(Module, Debug)]
@@ -31,7 +32,7 @@ impl Stage {
     }
 
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        relu(batch_norm(&self.bn, self.conv.forward(x)))
+        relu(batch_norm(&self.bn, conv2d(&self.conv, x)))
     }
 }
 

@@ -1,0 +1,243 @@
+//! 2-D convolution (one group, no bias) on contiguous f32 NCHW buffers as im2col + matrix
+//! products, forward and backward, in the layout that needs no transposes: for a group of G
+//! images, `col` is `[K, G·P]` (K = c_in·k_h·k_w rows, one per kernel tap; P = output
+//! positions per image), so
+//!
+//! - forward: out `[c_out, G·P]` = W `[c_out, K]` · col;
+//! - weight gradient: dW += dy `[c_out, G·P]` · colᵀ (one partial sum per group, added in order);
+//! - input gradient: dcol = Wᵀ · dy, scattered back onto the input (col2im).
+//!
+//! Each row of `col` is a shifted copy of one input plane, so building it is a run of memcpys.
+//! Groups are sized from the shape alone (about [`GROUP_COLUMNS`] columns), never from the
+//! thread count, so the summation order and the results are the same on any machine.
+
+use rayon::prelude::*;
+
+/// Target width G·P of one group's matrices: wide enough for efficient products, small enough
+/// that a group's buffers stay in the tens of megabytes.
+const GROUP_COLUMNS: usize = 2048;
+
+/// Shapes and hyper-parameters of one convolution.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Geometry {
+    pub batch: usize,
+    pub in_channels: usize,
+    pub in_size: [usize; 2],
+    pub out_channels: usize,
+    pub kernel: [usize; 2],
+    pub stride: [usize; 2],
+    /// Zero padding before the first row and column (the far side follows from `out_size`).
+    pub padding: [usize; 2],
+    pub dilation: [usize; 2],
+    pub out_size: [usize; 2],
+}
+
+impl Geometry {
+    /// Rows of `col`: one per (input channel, kernel row, kernel column).
+    fn taps(&self) -> usize {
+        self.in_channels * self.kernel[0] * self.kernel[1]
+    }
+
+    fn positions(&self) -> usize {
+        self.out_size[0] * self.out_size[1]
+    }
+
+    fn in_plane(&self) -> usize {
+        self.in_size[0] * self.in_size[1]
+    }
+
+    /// Images per group.
+    fn group(&self) -> usize {
+        GROUP_COLUMNS.div_ceil(self.positions().max(1)).clamp(1, self.batch.max(1))
+    }
+}
+
+/// The convolution of `x` (`[batch, c_in, h, w]`) with `weight` (`[c_out, c_in, k_h, k_w]`).
+pub fn forward(x: &[f32], weight: &[f32], g: Geometry) -> Vec<f32> {
+    let (taps, positions, group) = (g.taps(), g.positions(), g.group());
+    let image_out = g.out_channels * positions;
+    let mut out = vec![0f32; g.batch * image_out];
+    out.par_chunks_mut(group * image_out).enumerate().for_each(|(index, out)| {
+        let images = out.len() / image_out;
+        let first = index * group;
+        let col = im2col(x, g, first, images);
+        let mut product = vec![0f32; g.out_channels * images * positions];
+        let width = images * positions;
+        // product [c_out, width] = W [c_out, taps] · col [taps, width]
+        matmul(&mut product, width, Matrix::rows(weight, taps), Matrix::rows(&col, width), [g.out_channels, width, taps]);
+        for (image, out) in out.chunks_mut(image_out).enumerate() {
+            for (channel, out) in out.chunks_mut(positions).enumerate() {
+                let start = channel * width + image * positions;
+                out.copy_from_slice(&product[start..start + positions]);
+            }
+        }
+    });
+    out
+}
+
+/// Gradients of [`forward`] for the input and the weight, given the output gradient `dy`.
+pub fn backward(x: &[f32], weight: &[f32], dy: &[f32], g: Geometry) -> (Vec<f32>, Vec<f32>) {
+    let (taps, positions, group) = (g.taps(), g.positions(), g.group());
+    let (image_in, image_out) = (g.in_channels * g.in_plane(), g.out_channels * positions);
+    let mut x_grad = vec![0f32; x.len()];
+    let partials: Vec<Vec<f32>> = x_grad
+        .par_chunks_mut(group * image_in)
+        .enumerate()
+        .map(|(index, x_grad)| {
+            let images = x_grad.len() / image_in;
+            let first = index * group;
+            let width = images * positions;
+            // dy for the group as [c_out, width], matching col's column order.
+            let mut dy_group = vec![0f32; g.out_channels * width];
+            for image in 0..images {
+                let dy_image = &dy[(first + image) * image_out..][..image_out];
+                for (channel, src) in dy_image.chunks(positions).enumerate() {
+                    dy_group[channel * width + image * positions..][..positions].copy_from_slice(src);
+                }
+            }
+            let col = im2col(x, g, first, images);
+            // dW [c_out, taps] = dy [c_out, width] · colᵀ [width, taps]
+            let mut weight_grad = vec![0f32; g.out_channels * taps];
+            matmul(&mut weight_grad, taps, Matrix::rows(&dy_group, width), Matrix::columns(&col, width), [g.out_channels, taps, width]);
+            // dcol [taps, width] = Wᵀ [taps, c_out] · dy [c_out, width]
+            let mut col_grad = col;
+            matmul(&mut col_grad, width, Matrix::columns(weight, taps), Matrix::rows(&dy_group, width), [taps, width, g.out_channels]);
+            col2im(&col_grad, g, images, x_grad);
+            weight_grad
+        })
+        .collect();
+    let mut weight_grad = vec![0f32; g.out_channels * taps];
+    for partial in &partials {
+        for (total, value) in weight_grad.iter_mut().zip(partial) {
+            *total += value;
+        }
+    }
+    (x_grad, weight_grad)
+}
+
+/// The input rows that kernel offset `offset` reads for output rows/columns `0..out`:
+/// output index o reads input index o·stride + offset - padding when that is inside `0..len`.
+fn valid_outputs(out: usize, len: usize, stride: usize, offset: usize, padding: usize) -> std::ops::Range<usize> {
+    let shift = offset as isize - padding as isize;
+    // first o with o·stride + shift ≥ 0, and the end of those with o·stride + shift < len
+    let start = if shift >= 0 { 0 } else { ((-shift) as usize).div_ceil(stride) };
+    let end = if (len as isize) <= shift { 0 } else { ((len as isize - shift) as usize).div_ceil(stride) };
+    start.min(out)..end.clamp(start.min(out), out)
+}
+
+/// `col` `[taps, images·P]` of images `first..first + images`: row (c, i, j), column
+/// (image, oy, ox) holds x[image, c, oy·s + i·d - p, ox·s + j·d - p], zero outside the input.
+fn im2col(x: &[f32], g: Geometry, first: usize, images: usize) -> Vec<f32> {
+    let (positions, width) = (g.positions(), images * g.positions());
+    let [out_h, out_w] = g.out_size;
+    let mut col = vec![0f32; g.taps() * width];
+    for (tap, row) in col.chunks_mut(width).enumerate() {
+        let (channel, i, j) = tap_of(tap, g);
+        let rows = valid_outputs(out_h, g.in_size[0], g.stride[0], i * g.dilation[0], g.padding[0]);
+        let cols = valid_outputs(out_w, g.in_size[1], g.stride[1], j * g.dilation[1], g.padding[1]);
+        for image in 0..images {
+            let plane = &x[((first + image) * g.in_channels + channel) * g.in_plane()..][..g.in_plane()];
+            let row = &mut row[image * positions..][..positions];
+            for oy in rows.clone() {
+                let iy = oy * g.stride[0] + i * g.dilation[0] - g.padding[0];
+                let out_row = &mut row[oy * out_w..][..out_w];
+                let in_row = &plane[iy * g.in_size[1]..][..g.in_size[1]];
+                let ix = |ox: usize| ox * g.stride[1] + j * g.dilation[1] - g.padding[1];
+                if g.stride[1] == 1 && !cols.is_empty() {
+                    out_row[cols.clone()].copy_from_slice(&in_row[ix(cols.start)..ix(cols.start) + cols.len()]);
+                } else {
+                    for ox in cols.clone() {
+                        out_row[ox] = in_row[ix(ox)];
+                    }
+                }
+            }
+        }
+    }
+    col
+}
+
+/// Adds `col_grad` `[taps, images·P]` back onto the input gradient of those images (`x_grad`
+/// holds exactly them): the transpose of [`im2col`].
+fn col2im(col_grad: &[f32], g: Geometry, images: usize, x_grad: &mut [f32]) {
+    let (positions, width) = (g.positions(), images * g.positions());
+    let [out_h, out_w] = g.out_size;
+    for (tap, row) in col_grad.chunks(width).enumerate() {
+        let (channel, i, j) = tap_of(tap, g);
+        let rows = valid_outputs(out_h, g.in_size[0], g.stride[0], i * g.dilation[0], g.padding[0]);
+        let cols = valid_outputs(out_w, g.in_size[1], g.stride[1], j * g.dilation[1], g.padding[1]);
+        for image in 0..images {
+            let plane = &mut x_grad[(image * g.in_channels + channel) * g.in_plane()..][..g.in_plane()];
+            let row = &row[image * positions..][..positions];
+            for oy in rows.clone() {
+                let iy = oy * g.stride[0] + i * g.dilation[0] - g.padding[0];
+                let grad_row = &row[oy * out_w..][..out_w];
+                let in_row = &mut plane[iy * g.in_size[1]..][..g.in_size[1]];
+                for ox in cols.clone() {
+                    in_row[ox * g.stride[1] + j * g.dilation[1] - g.padding[1]] += grad_row[ox];
+                }
+            }
+        }
+    }
+}
+
+/// (input channel, kernel row, kernel column) of a row of `col`, in weight order.
+fn tap_of(tap: usize, g: Geometry) -> (usize, usize, usize) {
+    let per_channel = g.kernel[0] * g.kernel[1];
+    (tap / per_channel, (tap % per_channel) / g.kernel[1], tap % g.kernel[1])
+}
+
+/// A read-only matrix in a slice: element (r, c) at `r·row_stride + c·column_stride`.
+#[derive(Clone, Copy)]
+struct Matrix<'a> {
+    data: &'a [f32],
+    row_stride: usize,
+    column_stride: usize,
+}
+
+impl<'a> Matrix<'a> {
+    /// Row-major with rows `stride` apart.
+    fn rows(data: &'a [f32], stride: usize) -> Self {
+        Self { data, row_stride: stride, column_stride: 1 }
+    }
+
+    /// The transpose of a row-major matrix whose rows are `stride` apart.
+    fn columns(data: &'a [f32], stride: usize) -> Self {
+        Self { data, row_stride: 1, column_stride: stride }
+    }
+
+    fn fits(&self, rows: usize, columns: usize) -> bool {
+        rows == 0 || columns == 0 || (rows - 1) * self.row_stride + (columns - 1) * self.column_stride < self.data.len()
+    }
+}
+
+/// dst `[m, n]` (row-major, rows `dst_stride` apart) = lhs `[m, k]` · rhs `[k, n]`.
+/// Single-threaded: the callers parallelise over image groups.
+fn matmul(dst: &mut [f32], dst_stride: usize, lhs: Matrix, rhs: Matrix, [m, n, k]: [usize; 3]) {
+    assert!(lhs.fits(m, k) && rhs.fits(k, n), "matmul: operand out of bounds");
+    assert!(m == 0 || n == 0 || (m - 1) * dst_stride + n <= dst.len(), "matmul: destination out of bounds");
+    // SAFETY: the asserts above keep every element the product reads or writes inside its slice;
+    // `dst` is borrowed mutably, so it overlaps neither operand.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            dst_stride as isize,
+            false,
+            lhs.data.as_ptr(),
+            lhs.column_stride as isize,
+            lhs.row_stride as isize,
+            rhs.data.as_ptr(),
+            rhs.column_stride as isize,
+            rhs.row_stride as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+}
