@@ -3,6 +3,7 @@
 
 mod batch_norm;
 mod conv;
+mod flex_buffer;
 mod resnet;
 mod small;
 
