@@ -8,14 +8,18 @@
 //! - input gradient: dcol = Wᵀ · dy, scattered back onto the input (col2im).
 //!
 //! Each row of `col` is a shifted copy of one input plane, so building it is a run of memcpys.
-//! Groups are sized from the shape alone (about [`GROUP_COLUMNS`] columns), never from the
-//! thread count, so the summation order and the results are the same on any machine.
+//! Groups are sized from the shape alone (about [`GROUP_COLUMNS`] columns, at least
+//! [`MIN_GROUPS`] groups), never from the thread count, so the summation order and the results are the same on any machine.
 
 use rayon::prelude::*;
 
 /// Target width G·P of one group's matrices: wide enough for efficient products, small enough
 /// that a group's buffers stay in the tens of megabytes.
 const GROUP_COLUMNS: usize = 2048;
+
+/// Fewest groups a batch is split into (when it has that many images), so that layers with few
+/// output positions still spread over the threads.
+const MIN_GROUPS: usize = 8;
 
 /// Shapes and hyper-parameters of one convolution.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,7 +52,7 @@ impl Geometry {
 
     /// Images per group.
     fn group(&self) -> usize {
-        GROUP_COLUMNS.div_ceil(self.positions().max(1)).clamp(1, self.batch.max(1))
+        GROUP_COLUMNS.div_ceil(self.positions().max(1)).clamp(1, self.batch.div_ceil(MIN_GROUPS).max(1))
     }
 }
 
@@ -172,8 +176,16 @@ fn col2im(col_grad: &[f32], g: Geometry, images: usize, x_grad: &mut [f32]) {
                 let iy = oy * g.stride[0] + i * g.dilation[0] - g.padding[0];
                 let grad_row = &row[oy * out_w..][..out_w];
                 let in_row = &mut plane[iy * g.in_size[1]..][..g.in_size[1]];
-                for ox in cols.clone() {
-                    in_row[ox * g.stride[1] + j * g.dilation[1] - g.padding[1]] += grad_row[ox];
+                let ix = |ox: usize| ox * g.stride[1] + j * g.dilation[1] - g.padding[1];
+                if g.stride[1] == 1 && !cols.is_empty() {
+                    let target = &mut in_row[ix(cols.start)..ix(cols.start) + cols.len()];
+                    for (x, grad) in target.iter_mut().zip(&grad_row[cols.clone()]) {
+                        *x += grad;
+                    }
+                } else {
+                    for ox in cols.clone() {
+                        in_row[ix(ox)] += grad_row[ox];
+                    }
                 }
             }
         }
