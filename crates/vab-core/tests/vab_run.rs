@@ -179,3 +179,18 @@ fn automatic_warm_up_ends_with_a_threshold_from_the_mixture() {
     let warm_up_epochs = metrics.matches("\"event\":\"victim\"").count() - 4;
     assert!((1..=4).contains(&warm_up_epochs), "epoch 0 plus at most max_epochs: {warm_up_epochs}");
 }
+
+#[test]
+fn batch_split_splits_as_batch_and_suppresses_credible_labels_with_eval_mode_logits() {
+    let with = |norm: &str| CONFIG.replace("views = 2", "views = 1") + &format!("entropy_norm = \"{norm}\"\n");
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (batch, _) = run(&with("batch"), true, a.path());
+    let (batch_split, _) = run(&with("batch_split"), true, b.path());
+    // The Victim never sees the Beneficiary, so both runs split alike.
+    assert_eq!((&batch_split.split.suspicious, &batch_split.split.logits), (&batch.split.suspicious, &batch.split.logits));
+    assert_eq!(batch.split.credible_logits, None);
+    let credible = batch_split.split.credible_logits.as_ref().expect("eval-mode logits for the credible labels");
+    assert_eq!(credible.len(), batch_split.split.logits.len());
+    assert_ne!(credible, &batch_split.split.logits, "eval-mode logits should differ from batch-statistics ones");
+    assert_eq!(batch_split.split.credible_suppression_logits(), credible.as_slice());
+}

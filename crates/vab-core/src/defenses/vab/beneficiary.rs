@@ -109,7 +109,7 @@ impl Beneficiary {
         let k = ctx.train.num_classes;
         let device = &ctx.device;
         let tensor = |images: Vec<f32>, shape: [usize; 4]| Tensor::<4>::from_data(TensorData::new(images, shape), device);
-        let targets = credible_targets(&batch.labels, &batch.indices, k, &split.logits, suppression.and_then(|s| s.credible));
+        let targets = credible_targets(&batch.labels, &batch.indices, k, split.credible_suppression_logits(), suppression.and_then(|s| s.credible));
         let maps = matches!(vab.mix, MixKind::AttentionMix | MixKind::AttentiveCutmix).then(|| {
             let features = match vab.attention_features {
                 FeatureMode::Train => self.model.features(tensor(batch.images.clone(), batch.shape)).into_data(),

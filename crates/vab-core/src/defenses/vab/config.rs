@@ -96,6 +96,10 @@ pub enum EntropyNorm {
     /// Victim epoch trained on (training on a trigger-dominated D_s drags the running
     /// statistics along).
     Batch,
+    /// Batch statistics for the split and the suppression of suspicious samples, the running
+    /// statistics (eval mode) for the suppression of credible labels: a Victim that is right on
+    /// clean images in train mode would otherwise suppress the clean credible labels too.
+    BatchSplit,
 }
 
 /// The mix applied to credible batches.

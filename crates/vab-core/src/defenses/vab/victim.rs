@@ -41,19 +41,39 @@ pub struct Split {
     pub t_f: f64,
     /// Normalised (smoothed) entropy of every training sample.
     pub normalised: Vec<f64>,
-    /// The Victim's logits for every training sample (eval mode, un-augmented), row-major
-    /// [N, K]; the suppression of stage 3 reads them.
+    /// The Victim's logits for every training sample (un-augmented), row-major [N, K]; the
+    /// suppression of stage 3 reads them.
     pub logits: Vec<f32>,
+    /// Logits for the suppression of credible labels where they differ from `logits`
+    /// (`entropy_norm = "batch_split"`).
+    #[serde(default)]
+    pub credible_logits: Option<Vec<f32>>,
     pub suspicious: Vec<usize>,
     pub credible: Vec<usize>,
 }
 
+/// What one refresh of the Victim computes over the training set.
+pub struct Refresh {
+    /// Normalised (smoothed) entropy of every training sample.
+    pub normalised: Vec<f64>,
+    /// The logits the entropies come from.
+    pub logits: Vec<f32>,
+    /// Eval-mode logits for the suppression of credible labels, when `logits` are not.
+    pub credible_logits: Option<Vec<f32>>,
+}
+
 impl Split {
     /// Splits at `t_f`.
-    pub fn at(t_f: f64, normalised: Vec<f64>, logits: Vec<f32>) -> Self {
+    pub fn at(t_f: f64, refresh: Refresh) -> Self {
+        let Refresh { normalised, logits, credible_logits } = refresh;
         let flags = entropy::suspicious(&normalised, t_f);
         let (suspicious, credible) = (0..flags.len()).partition(|&i| flags[i]);
-        Self { t_f, normalised, logits, suspicious, credible }
+        Self { t_f, normalised, logits, credible_logits, suspicious, credible }
+    }
+
+    /// The logits that suppress credible labels.
+    pub fn credible_suppression_logits(&self) -> &[f32] {
+        self.credible_logits.as_deref().unwrap_or(&self.logits)
     }
 
     /// One flag per training sample: true when it is in the suspicious set.
@@ -120,28 +140,29 @@ impl Victim {
     }
 
     /// Entropies of every training sample under the current Victim: smoothed with the previous
-    /// refresh and min-max normalised. Returns (normalised, logits); stage 3's suppression reads
-    /// the same logits.
-    pub fn refresh(&mut self, ctx: &Context, momentum: f64) -> (Vec<f64>, Vec<f32>) {
-        let logits = match self.params.entropy_norm {
-            EntropyNorm::Running => logits(&self.model.valid(), &ctx.train.images, &ctx.norm, ctx.eval_batch_size, &ctx.inference),
-            EntropyNorm::Batch => {
-                let order = epoch_order(&(0..ctx.train.images.len()).collect::<Vec<_>>(), ctx.seed ^ STREAM, self.state.refreshes);
-                batch_statistics_logits(&self.model, &ctx.train.images, &order, &ctx.norm, ctx.eval_batch_size, ctx.train.num_classes, &ctx.device)
-            }
+    /// refresh and min-max normalised, with the logits stage 3's suppression reads.
+    pub fn refresh(&mut self, ctx: &Context, momentum: f64) -> Refresh {
+        let eval_mode = || logits(&self.model.valid(), &ctx.train.images, &ctx.norm, ctx.eval_batch_size, &ctx.inference);
+        let batch_statistics = || {
+            let order = epoch_order(&(0..ctx.train.images.len()).collect::<Vec<_>>(), ctx.seed ^ STREAM, self.state.refreshes);
+            batch_statistics_logits(&self.model, &ctx.train.images, &order, &ctx.norm, ctx.eval_batch_size, ctx.train.num_classes, &ctx.device)
+        };
+        let (logits, credible_logits) = match self.params.entropy_norm {
+            EntropyNorm::Running => (eval_mode(), None),
+            EntropyNorm::Batch => (batch_statistics(), None),
+            EntropyNorm::BatchSplit => (batch_statistics(), Some(eval_mode())),
         };
         let fresh = entropy::entropies(&logits, ctx.train.num_classes);
         let smoothed = entropy::smooth(&fresh, self.state.smoothed.as_deref(), momentum);
         let normalised = entropy::normalise(&smoothed);
         self.state.smoothed = Some(smoothed);
         self.state.refreshes += 1;
-        (normalised, logits)
+        Refresh { normalised, logits, credible_logits }
     }
 
     /// Refreshes and splits at `t_f`, telling `observer`.
     pub fn resplit(&mut self, ctx: &Context, config: &VabConfig, t_f: f64, stage: Stage, beneficiary_epoch: usize, observer: &mut dyn RefreshObserver) -> Result<Split> {
-        let (normalised, logits) = self.refresh(ctx, config.entropy_momentum);
-        let split = Split::at(t_f, normalised, logits);
+        let split = Split::at(t_f, self.refresh(ctx, config.entropy_momentum));
         self.tell(ctx, observer, &split, stage, beneficiary_epoch)?;
         Ok(split)
     }
@@ -201,10 +222,10 @@ pub fn warm_up(victim: &mut Victim, ctx: &Context, config: &VabConfig, observer:
 /// The automatic warm-up (method.md §4.3).
 fn auto_warm_up(victim: &mut Victim, ctx: &Context, config: &VabConfig, max_epochs: usize, observer: &mut dyn RefreshObserver) -> Result<Split> {
     for w in 1..=max_epochs + 1 {
-        let (normalised, logits) = victim.refresh(ctx, config.entropy_momentum);
-        let Some(mixture) = Mixture::fit(&normalised, EM_ITERATIONS) else {
+        let refresh = victim.refresh(ctx, config.entropy_momentum);
+        let Some(mixture) = Mixture::fit(&refresh.normalised, EM_ITERATIONS) else {
             // Fewer than two samples: nothing to separate.
-            let split = Split::at(0.0, normalised, logits);
+            let split = Split::at(0.0, refresh);
             victim.tell(ctx, observer, &split, Stage::WarmUp, 0)?;
             return Ok(split);
         };
@@ -217,11 +238,11 @@ fn auto_warm_up(victim: &mut Victim, ctx: &Context, config: &VabConfig, max_epoc
                     mixture.threshold()
                 ));
             }
-            let split = Split::at(mixture.threshold(), normalised, logits);
+            let split = Split::at(mixture.threshold(), refresh);
             victim.tell(ctx, observer, &split, Stage::WarmUp, 0)?;
             return Ok(split);
         }
-        let low: Vec<usize> = (0..normalised.len()).filter(|&i| mixture.is_low(normalised[i])).collect();
+        let low: Vec<usize> = (0..refresh.normalised.len()).filter(|&i| mixture.is_low(refresh.normalised[i])).collect();
         ctx.progress.finish(&format!("warm-up {w}: not separated yet ({fit}); training the Victim on the {} samples of the low component", low.len()));
         victim.train_epoch(ctx, &low)?;
     }
