@@ -4,8 +4,8 @@
 //! In train mode on an autodiff device, [`batch_norm`] computes the batch statistics, the output
 //! and, in the backward pass, the gradients with the fused kernels of [`kernel`] on the Flex
 //! backend (a backend extension with a hand-written backward node), instead of burn 0.22's
-//! composite of tensor ops. Everything else (eval mode, other dtypes, the `tch` backend) takes
-//! burn's own path. The running statistics update exactly as burn's module updates them.
+//! composite of tensor ops. Other dtypes and the `tch` backend take burn's own path. The running statistics update exactly as burn's module updates them.
+//! Eval mode folds the statistics into one scale and shift per channel.
 
 mod kernel;
 
@@ -28,7 +28,7 @@ use kernel::Dims;
 pub fn batch_norm<const D: usize>(bn: &BatchNorm, x: Tensor<D>) -> Tensor<D> {
     // The same condition as burn's module: train mode needs an autodiff device and training on.
     if !(x.device().is_autodiff() && bn.training.is_enabled()) {
-        return bn.forward(x);
+        return inference(bn, x);
     }
     let device = x.device();
     let (output, mean, variance) = <Dispatch as BatchNormOps>::batch_norm_train(
@@ -46,6 +46,19 @@ pub fn batch_norm<const D: usize>(bn: &BatchNorm, x: Tensor<D>) -> Tensor<D> {
     bn.running_var
         .update(running_var.mul_scalar(1.0 - momentum).add(variance.detach().mul_scalar(momentum)).detach());
     Tensor::from_dispatch(output)
+}
+
+/// Eval mode as x·scale + shift with per-channel scale = γ/√(var + ε) and shift = β − mean·scale:
+/// two passes over `x` where burn's composite makes four (subtract, divide, multiply, add).
+fn inference<const D: usize>(bn: &BatchNorm, x: Tensor<D>) -> Tensor<D> {
+    let device = x.device();
+    let mean = bn.running_mean.value().to_device(&device);
+    let variance = bn.running_var.value().to_device(&device);
+    let scale = bn.gamma.val() / variance.add_scalar(bn.epsilon).sqrt();
+    let shift = bn.beta.val() - mean * scale.clone();
+    let mut per_channel = [1; D];
+    per_channel[1] = scale.dims()[0];
+    x * scale.reshape(per_channel) + shift.reshape(per_channel)
 }
 
 /// Train-mode batch norm as one backend operation. The default bodies are burn's own
@@ -180,9 +193,22 @@ impl<B: Backend + BatchNormOps, C: CheckpointStrategy> BatchNormOps for Autodiff
 mod tests {
     use super::*;
     use crate::models::flex_buffer::testing::{assert_close, values};
-    use burn::module::Param;
+    use burn::module::{Module, Param};
     use burn::nn::BatchNormConfig;
     use burn::tensor::{Device, Distribution};
+
+    /// Eval mode agrees with burn's module, after its running statistics have moved.
+    #[test]
+    fn eval_mode_matches_burns_batch_norm() {
+        let device = Device::flex().autodiff();
+        let mut bn = BatchNormConfig::new(3).init(&device);
+        bn.gamma = Param::from_tensor(Tensor::from_floats([1.5, -0.25, 0.75], &device));
+        bn.beta = Param::from_tensor(Tensor::from_floats([0.5, 0.0, -1.0], &device));
+        let _ = bn.forward(Tensor::<4>::random([4, 3, 5, 6], Distribution::Normal(0.7, 2.0), &device));
+        let bn = bn.valid();
+        let x = Tensor::<4>::random([2, 3, 4, 5], Distribution::Normal(-0.3, 1.5), &Device::flex());
+        assert_close("eval output", values(batch_norm(&bn, x.clone())), values(bn.forward(x)), 1e-5);
+    }
 
     /// Output, gradients (input, gamma, beta) and running statistics agree with burn's module.
     #[test]
