@@ -97,8 +97,8 @@ pub enum EntropyNorm {
     /// statistics along).
     Batch,
     /// Batch statistics for the split and the suppression of suspicious samples, the running
-    /// statistics (eval mode) for the suppression of credible labels: a Victim that is right on
-    /// clean images in train mode would otherwise suppress the clean credible labels too.
+    /// statistics (eval mode) for the suppression of credible labels. It tests whether the
+    /// train-mode Victim's suppression of clean credible labels costs BA; README has the result.
     BatchSplit,
 }
 
