@@ -1,9 +1,9 @@
 //! 2-D convolution for vab's networks: burn's [`Conv2d`] module (parameters and record names
 //! unchanged) computed by [`kernel`] on the Flex backend when it can be: f32, one group, no
 //! bias, explicit or no padding, on an autodiff device (training) or not (inference).
-//! Anything else takes burn's `conv2d`. burn 0.22's Flex convolution converts to channels-last for its im2col, scatters
-//! the product back, and differentiates the weight through a second convolution; [`kernel`]
-//! lays the matrices out so that none of that copying is needed.
+//! Anything else takes burn's `conv2d`. burn 0.22's Flex convolution converts to channels-last
+//! for its im2col, scatters the product back, and differentiates the weight through a second
+//! convolution; [`kernel`] lays the matrices out so that none of that copying is needed.
 
 mod kernel;
 
@@ -33,8 +33,7 @@ pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
     if conv.bias.is_some() || conv.groups != 1 || x.dtype() != DType::F32 {
         return conv.forward(x);
     }
-    let [(top, bottom), (left, right)] = padding;
-    let options = ConvOptions::new_with_padding(conv.stride, [(top, bottom), (left, right)], conv.dilation, 1);
+    let options = ConvOptions::new_with_padding(conv.stride, padding, conv.dilation, 1);
     Tensor::from_dispatch(<Dispatch as ConvOps>::conv2d_no_bias(x.into_dispatch(), conv.weight.val().into_dispatch(), options))
 }
 
