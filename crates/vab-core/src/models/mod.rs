@@ -4,6 +4,7 @@
 mod batch_norm;
 mod conv;
 mod flex_buffer;
+mod max_pool;
 mod resnet;
 mod small;
 

@@ -12,6 +12,7 @@ use burn::tensor::{Device, Tensor};
 
 use super::batch_norm::batch_norm;
 use super::conv::conv2d;
+use super::max_pool::max_pool2d;
 
 /// One conv(3×3)-BN-ReLU stage.
 #[derive(Module, Debug)]
@@ -70,7 +71,7 @@ impl SmallNet {
         for (i, stage) in self.stages.iter().enumerate() {
             x = stage.forward(x);
             if i + 1 < self.stages.len() {
-                x = self.pool.forward(x);
+                x = max_pool2d(&self.pool, x);
             }
         }
         x
