@@ -188,7 +188,7 @@ impl Victim {
 /// taken in `order`; rows come back in the set's order. A throw-away copy in train mode
 /// without gradient tracking computes them, so `model`'s running statistics do not move and no
 /// graph is recorded. `device` is the autodiff device.
-pub fn batch_statistics_logits(model: &Network, set: &ImageSet, order: &[usize], norm: &Normalization, batch_size: usize, classes: usize, device: &Device) -> Vec<f32> {
+fn batch_statistics_logits(model: &Network, set: &ImageSet, order: &[usize], norm: &Normalization, batch_size: usize, classes: usize, device: &Device) -> Vec<f32> {
     let copy = model.valid().train().no_grad();
     let mut all = vec![0.0f32; set.len() * classes];
     for batch in plain_batches(set, order, batch_size, norm) {
