@@ -40,9 +40,14 @@ pub trait MaxPoolOps: Backend {
     /// Gradient of [`MaxPoolOps::max_pool2d_valid`] for `x`: each output's gradient goes to
     /// its window's maximum.
     fn max_pool2d_valid_backward(x: FloatTensor<Self>, output_grad: FloatTensor<Self>, kernel: [usize; 2], stride: [usize; 2]) -> FloatTensor<Self> {
-        let pooled = <Self as ModuleOps<Self>>::max_pool2d_with_indices(x.clone(), kernel, stride, [0, 0], [1, 1], false, IntDType::I64);
-        <Self as ModuleOps<Self>>::max_pool2d_with_indices_backward(x, kernel, stride, [0, 0], [1, 1], false, output_grad, pooled.indices).x_grad
+        burns_backward::<Self>(x, output_grad, kernel, stride)
     }
+}
+
+/// burn's own max-pool gradient: the pool again with indices, then its backward.
+fn burns_backward<B: Backend>(x: FloatTensor<B>, output_grad: FloatTensor<B>, kernel: [usize; 2], stride: [usize; 2]) -> FloatTensor<B> {
+    let pooled = <B as ModuleOps<B>>::max_pool2d_with_indices(x.clone(), kernel, stride, [0, 0], [1, 1], false, IntDType::I64);
+    <B as ModuleOps<B>>::max_pool2d_with_indices_backward(x, kernel, stride, [0, 0], [1, 1], false, output_grad, pooled.indices).x_grad
 }
 
 #[cfg(feature = "tch")]
@@ -55,14 +60,13 @@ impl MaxPoolOps for Flex {
             return <Flex as ModuleOps<Flex>>::max_pool2d(x, kernel, stride, [0, 0], [1, 1], false);
         };
         let x = x.to_contiguous();
-        let shape = [w.planes / w.channels, w.channels, w.out_size[0], w.out_size[1]];
+        let shape = [w.batch, w.channels, w.out_size[0], w.out_size[1]];
         flex(forward(f32s(&x), w), shape)
     }
 
     fn max_pool2d_valid_backward(x: FlexTensor, output_grad: FlexTensor, kernel: [usize; 2], stride: [usize; 2]) -> FlexTensor {
         let Some(w) = Windows::of(&x, kernel, stride) else {
-            let pooled = <Flex as ModuleOps<Flex>>::max_pool2d_with_indices(x.clone(), kernel, stride, [0, 0], [1, 1], false, IntDType::I64);
-            return <Flex as ModuleOps<Flex>>::max_pool2d_with_indices_backward(x, kernel, stride, [0, 0], [1, 1], false, output_grad, pooled.indices).x_grad;
+            return burns_backward::<Flex>(x, output_grad, kernel, stride);
         };
         let shape = x.shape();
         let [x, dy] = [x, output_grad].map(|t| t.to_contiguous());
@@ -106,8 +110,7 @@ impl<B: Backend + MaxPoolOps, C: CheckpointStrategy> MaxPoolOps for Autodiff<B, 
 /// The pooling windows over f32 NCHW planes.
 #[derive(Clone, Copy, Debug)]
 struct Windows {
-    /// batch × channels
-    planes: usize,
+    batch: usize,
     channels: usize,
     in_size: [usize; 2],
     kernel: [usize; 2],
@@ -124,7 +127,11 @@ impl Windows {
             return None;
         }
         let out = |axis: usize| dims[2 + axis].checked_sub(kernel[axis]).map(|free| free / stride[axis] + 1);
-        Some(Self { planes: dims[0] * dims[1], channels: dims[1], in_size: [dims[2], dims[3]], kernel, stride, out_size: [out(0)?, out(1)?] })
+        Some(Self { batch: dims[0], channels: dims[1], in_size: [dims[2], dims[3]], kernel, stride, out_size: [out(0)?, out(1)?] })
+    }
+
+    fn planes(&self) -> usize {
+        self.batch * self.channels
     }
 
     fn in_plane(&self) -> usize {
@@ -168,7 +175,7 @@ impl Windows {
 
 /// The pooled output of `x`, plane by plane in parallel.
 fn forward(x: &[f32], w: Windows) -> Vec<f32> {
-    let mut out = vec![0f32; w.planes * w.out_plane()];
+    let mut out = vec![0f32; w.planes() * w.out_plane()];
     out.par_chunks_mut(w.out_plane()).zip(x.par_chunks(w.in_plane())).for_each(|(out, plane)| {
         w.for_each_window(plane, |position, argmax| out[position] = plane[argmax]);
     });
