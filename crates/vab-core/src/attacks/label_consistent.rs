@@ -13,7 +13,7 @@ use vab_attacks::select::{poison_indices, RateConvention};
 use vab_attacks::{Attack, LabelMode};
 use vab_data::{Bundle, Dataset};
 
-use super::hex;
+use super::{hex, training_key};
 use super::pgd::{perturb, Pgd};
 use crate::backend::Backend;
 use crate::config::TrainConfig;
@@ -101,11 +101,7 @@ pub fn label_consistent(dataset: &Dataset, source: &str, params: &ClParams, spec
     let trigger = vab_attacks::build("badnets", &params.trigger, shape, spec.seed).map_err(|e| CoreError::Invalid(format!("CL trigger: {e}")))?;
 
     // The surrogate: trained once per (data, configuration).
-    let mut key = Sha256::new();
-    key.update(config_text.as_bytes());
-    key.update(dataset.train.pixels());
-    key.update(dataset.train.labels().iter().flat_map(|l| l.to_le_bytes()).collect::<Vec<u8>>());
-    let surrogate_key = hex(&key.finalize()[..8]);
+    let surrogate_key = training_key(&config_text, &[], &dataset.train);
     let surrogate_dir = cache.join(format!("surrogate-{surrogate_key}"));
     let clean = Bundle::clean(dataset.clone(), source);
     let (train, evals, _) = crate::data::split(clean).map_err(CoreError::Invalid)?;

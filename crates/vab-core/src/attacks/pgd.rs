@@ -78,13 +78,11 @@ fn perturb_batch(model: &Network, images: &[u8], shape: [usize; 4], labels: &[u1
 mod tests {
     use super::*;
     use crate::models::Arch;
+    use vab_data::ImageShape;
 
     /// Cross-entropy of `images` under `model` (eval mode), for comparison.
     fn loss(model: &Network, images: &[u8], shape: [usize; 4], labels: &[u16], norm: &Normalization) -> f32 {
-        let x: Vec<f32> = images.iter().enumerate().map(|(i, &p)| {
-            let ch = (i / (shape[2] * shape[3])) % shape[1];
-            (p as f32 / 255.0 - norm.mean[ch]) / norm.std[ch]
-        }).collect();
+        let x = norm.images(images, ImageShape { channels: shape[1], height: shape[2], width: shape[3] });
         let z = model.valid().forward(Tensor::from_data(TensorData::new(x, shape), &Device::flex()));
         let y = Tensor::<2>::from_data(TensorData::new(one_hot(labels, 4), [shape[0], 4]), &Device::flex());
         soft_cross_entropy(z, y).into_data().iter::<f32>().next().unwrap()

@@ -48,6 +48,17 @@ impl Normalization {
             std: stats.iter().map(|s| (s.1 as f32).max(1e-3)).collect(),
         }
     }
+
+    /// One pixel value `p` of channel `c`, normalised.
+    pub fn pixel(&self, c: usize, p: u8) -> f32 {
+        (p as f32 / 255.0 - self.mean[c]) / self.std[c]
+    }
+
+    /// Whole C×H×W u8 images, back to back, normalised (no augmentation).
+    pub fn images(&self, pixels: &[u8], shape: ImageShape) -> Vec<f32> {
+        let plane = shape.height * shape.width;
+        pixels.iter().enumerate().map(|(i, &p)| self.pixel((i / plane) % shape.channels, p)).collect()
+    }
 }
 
 /// One batch, ready to become tensors.
@@ -69,8 +80,7 @@ type Jitter = (usize, usize, bool);
 fn augment_into(image: &[u8], shape: ImageShape, padding: usize, (dy, dx, flip): Jitter, norm: &Normalization, out: &mut [f32]) {
     let (h, w) = (shape.height, shape.width);
     for c in 0..shape.channels {
-        let (mean, std) = (norm.mean[c], norm.std[c]);
-        let zero = (0.0 - mean) / std;
+        let zero = norm.pixel(c, 0);
         for y in 0..h {
             let sy = (y + dy) as isize - padding as isize;
             for x in 0..w {
@@ -79,7 +89,7 @@ fn augment_into(image: &[u8], shape: ImageShape, padding: usize, (dy, dx, flip):
                 out[c * h * w + y * w + x] = if sy < 0 || sx < 0 || sy >= h as isize || sx >= w as isize {
                     zero
                 } else {
-                    (image[c * h * w + sy as usize * w + sx as usize] as f32 / 255.0 - mean) / std
+                    norm.pixel(c, image[c * h * w + sy as usize * w + sx as usize])
                 };
             }
         }
@@ -229,5 +239,8 @@ mod tests {
         let batch = make_batch(&set, &[0], Augment::NONE, &norm, 0);
         let v = set.image(0)[1] as f32 / 255.0;
         assert!((batch.images[1] - (v - 0.5) / 0.25).abs() < 1e-6);
+        // Whole images, channel by channel: 255 and 0 in a 2-channel 1×1 image.
+        let two = Normalization { mean: vec![0.5, 0.0], std: vec![0.25, 0.5] };
+        assert_eq!(two.images(&[255, 0, 0, 255], ImageShape { channels: 2, height: 1, width: 1 }), vec![2.0, 0.0, -2.0, 2.0]);
     }
 }

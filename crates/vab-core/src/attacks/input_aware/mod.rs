@@ -25,14 +25,13 @@ use rand::seq::index;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use vab_attacks::poison::{poison, AttackRecord, PoisonSpec};
 use vab_attacks::{Attack, LabelMode};
 use vab_data::{Bundle, Dataset, ImageShape};
 
 pub use generator::{upsample2x_bilinear, Generator};
 
-use super::hex;
+use super::training_key;
 use crate::backend::Backend;
 use crate::config::TrainConfig;
 use crate::engine::batches::Normalization;
@@ -136,22 +135,13 @@ impl GeneratedTrigger {
         let (mut patterns, mut masks) = (Vec::new(), Vec::new());
         for chunk in images.chunks(BATCH * shape.len()) {
             let n = chunk.len() / shape.len();
-            let x = normalised(chunk, shape, &self.norm);
+            let x = self.norm.images(chunk, shape);
             let x = Tensor::<4>::from_data(TensorData::new(x, [n, shape.channels, shape.height, shape.width]), &self.device);
             patterns.extend(networks.0.pattern(x.clone()).into_data().iter::<f32>());
             masks.extend(networks.1.mask(x).into_data().iter::<f32>());
         }
         (patterns, masks)
     }
-}
-
-/// (pixel / 255 − mean) / std, channel by channel.
-fn normalised(images: &[u8], shape: ImageShape, norm: &Normalization) -> Vec<f32> {
-    let plane = shape.height * shape.width;
-    images.iter().enumerate().map(|(i, &p)| {
-        let c = (i / plane) % shape.channels;
-        (p as f32 / 255.0 - norm.mean[c]) / norm.std[c]
-    }).collect()
 }
 
 /// Stamps one image: x + (pattern − x) ⊙ mask in pixel units, rounded back to u8.
@@ -218,13 +208,9 @@ pub fn input_aware(dataset: &Dataset, source: &str, params: &DynamicParams, spec
         return Err(CoreError::Invalid(format!("dynamic: the generator needs image sides divisible by 8, not {}×{}", shape.height, shape.width)));
     }
     // The key holds the surrogate configuration's text, not its path.
-    let mut key = Sha256::new();
-    key.update(config_text.as_bytes());
     let keyed = DynamicParams { surrogate: PathBuf::new(), ..params.clone() };
-    key.update(serde_json::to_vec(&(keyed, spec.target)).expect("serialises"));
-    key.update(dataset.train.pixels());
-    key.update(dataset.train.labels().iter().flat_map(|l| l.to_le_bytes()).collect::<Vec<u8>>());
-    let dir = cache.join(format!("dynamic-{}", hex(&key.finalize()[..8])));
+    let key = training_key(&config_text, &serde_json::to_vec(&(keyed, spec.target)).expect("serialises"), &dataset.train);
+    let dir = cache.join(format!("dynamic-{key}"));
     let inference = backend.device().map_err(CoreError::Invalid)?;
     let files = ["pattern.bpk", "mask.bpk"].map(|f| dir.join(f));
     let reused = files.iter().all(|f| f.is_file()) && dir.join("classifier.json").is_file();
