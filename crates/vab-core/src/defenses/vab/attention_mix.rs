@@ -79,13 +79,17 @@ pub struct Mixed {
     pub images: Vec<f32>,
     /// [N, K], rows summing to 1.
     pub targets: Vec<f32>,
+    /// Mean over the batch of the weight the partner's label gets in the target (0 where the
+    /// partner is the sample itself): 0 without mixing, 0.5 for an even mix. A diagnostic of
+    /// how hard the mix is.
+    pub partner_share: f64,
 }
 
 /// Steps 3-7: mixes each sample i with `partner[i]` given the maps of [`attention_maps`].
 /// `images` are [N, C, H, W] (any scaling), `targets` [N, K].
 pub fn mix(images: &[f32], [n, c, h, w]: [usize; 4], targets: &[f32], num_classes: usize, maps: &[Vec<f64>], partner: &[usize], t_m: f64) -> Mixed {
     let plane = h * w;
-    let mut out = Mixed { images: images.to_vec(), targets: vec![0.0; targets.len()] };
+    let mut out = Mixed { images: images.to_vec(), targets: vec![0.0; targets.len()], partner_share: 0.0 };
     for i in 0..n {
         let j = partner[i];
         let (a1, a2) = (&maps[i], &maps[j]);
@@ -94,6 +98,9 @@ pub fn mix(images: &[f32], [n, c, h, w]: [usize; 4], targets: &[f32], num_classe
         let w1 = masked_sum(a1) / (a1.iter().sum::<f64>() + EPS);
         let w2 = masked_sum(a2) / (a2.iter().sum::<f64>() + EPS);
         let (lambda1, lambda2, lambda3) = (1.0 - w1, w1 / (w1 + w2 + EPS), w2 / (w1 + w2 + EPS));
+        if j != i {
+            out.partner_share += w1 * lambda3 / n as f64;
+        }
         for ch in 0..c {
             for p in (0..plane).filter(|&p| mask[p]) {
                 let at = |s: usize| images[s * c * plane + ch * plane + p] as f64;
@@ -155,6 +162,9 @@ mod tests {
             assert!((mixed.images[16 + p] as f64 - want).abs() < 1e-6, "pixel {p}: {:?}", &mixed.images[16..]);
         }
         assert!((mixed.targets[2] as f64 - w1 * l3).abs() < 1e-6 && (mixed.targets[3] as f64 - w1 * l2).abs() < 1e-6);
+        // The partner shares are the class-1 weight of sample 0 and the class-0 weight of sample 1.
+        let share = (mixed.targets[1] + mixed.targets[2]) as f64 / 2.0;
+        assert!((mixed.partner_share - share).abs() < 1e-6, "{} vs {share}", mixed.partner_share);
     }
 
     #[test]
@@ -180,5 +190,6 @@ mod tests {
         let mixed = mix(&images, [2, 1, 2, 2], &[1.0, 0.0, 0.0, 1.0], 2, &maps, &[1, 0], 0.1);
         assert_eq!(mixed.images, images.to_vec());
         assert_eq!(mixed.targets, vec![1.0, 0.0, 0.0, 1.0]);
+        assert_eq!(mixed.partner_share, 0.0);
     }
 }

@@ -56,6 +56,8 @@ pub struct EpochStats {
     pub loss: f64,
     /// Images through a training forward pass per second.
     pub img_s: f64,
+    /// The mix's mean partner share over the epoch's batches (see [`super::attention_mix::Mixed`]).
+    pub mix_partner_share: f64,
 }
 
 /// The Beneficiary network and its optimiser.
@@ -84,7 +86,7 @@ impl Beneficiary {
         let stage = if suppression.is_some() { 3 } else { 2 };
         let label = format!("beneficiary epoch {epoch}/{} (stage {stage})", config.train.epochs);
         ctx.progress.start(&label, labelled_batches, samples);
-        let (mut loss_sum, mut seen) = (0.0, 0usize);
+        let (mut loss_sum, mut seen, mut share_sum) = (0.0, 0usize, 0.0);
         let batches = epoch_batches(ctx.train.images.clone(), &split.credible, batch_size, vab.views, config.train.augment, ctx.norm.clone(), seed, epoch);
         for (b, batch) in batches.iter().enumerate() {
             let unlabelled = (unlabelled_size > 0).then(|| {
@@ -93,19 +95,24 @@ impl Beneficiary {
             });
             let images = batch.labels.len() + unlabelled.as_ref().map_or(0, |u| u.labels.len());
             let mut rng = ChaCha20Rng::seed_from_u64(derive(seed, epoch, b, 0, 3));
-            let loss = self.step(ctx, vab, batch, unlabelled, split, suppression, alpha.unwrap_or(0.0), lr, &mut rng);
+            let (loss, share) = self.step(ctx, vab, batch, unlabelled, split, suppression, alpha.unwrap_or(0.0), lr, &mut rng);
             loss_sum += loss as f64 * images as f64;
+            share_sum += share;
             seen += images;
             ctx.progress.batch(images, loss);
         }
-        let stats = EpochStats { loss: loss_sum / seen.max(1) as f64, img_s: seen as f64 / start.elapsed().as_secs_f64() };
-        ctx.progress.finish(&format!("{label}: lr {lr:.4} loss {:.4} ({:.0} img/s)", stats.loss, stats.img_s));
+        let stats = EpochStats {
+            loss: loss_sum / seen.max(1) as f64,
+            img_s: seen as f64 / start.elapsed().as_secs_f64(),
+            mix_partner_share: share_sum / labelled_batches.max(1) as f64,
+        };
+        ctx.progress.finish(&format!("{label}: lr {lr:.4} loss {:.4}, mix partner share {:.2} ({:.0} img/s)", stats.loss, stats.mix_partner_share, stats.img_s));
         stats
     }
 
-    /// One optimisation step; returns the loss.
+    /// One optimisation step; returns the loss and the mix's partner share.
     #[allow(clippy::too_many_arguments)]
-    fn step(&mut self, ctx: &Context, vab: &VabConfig, batch: Batch, unlabelled: Option<Batch>, split: &Split, suppression: Option<&Suppression>, alpha: f64, lr: f64, rng: &mut ChaCha20Rng) -> f32 {
+    fn step(&mut self, ctx: &Context, vab: &VabConfig, batch: Batch, unlabelled: Option<Batch>, split: &Split, suppression: Option<&Suppression>, alpha: f64, lr: f64, rng: &mut ChaCha20Rng) -> (f32, f64) {
         let k = ctx.train.num_classes;
         let device = &ctx.device;
         let tensor = |images: Vec<f32>, shape: [usize; 4]| Tensor::<4>::from_data(TensorData::new(images, shape), device);
@@ -122,6 +129,7 @@ impl Beneficiary {
             attention_maps(&features.try_to_vec::<f32>().expect("f32 features"), dims, [batch.shape[2], batch.shape[3]], vab.attention_upsample)
         });
         let mixed = mixes::apply(vab.mix, &batch.images, batch.shape, &targets, k, maps.as_deref(), vab.t_m, rng);
+        let share = mixed.partner_share;
         let y = Tensor::<2>::from_data(TensorData::new(mixed.targets, [batch.shape[0], k]), device);
         let mut loss = soft_cross_entropy(self.model.forward(tensor(mixed.images, batch.shape)), y);
         if let Some(u) = unlabelled {
@@ -135,7 +143,7 @@ impl Beneficiary {
         let value = loss.to_data().iter::<f32>().next().unwrap_or(f32::NAN);
         let grads = GradientsParams::from_grads(loss.backward(), &self.model);
         self.model = self.optim.step(lr, self.model.clone(), grads);
-        value
+        (value, share)
     }
 }
 

@@ -28,7 +28,7 @@ pub fn permutation(n: usize, rng: &mut ChaCha20Rng) -> Vec<usize> {
 pub fn apply(kind: MixKind, images: &[f32], shape: [usize; 4], targets: &[f32], num_classes: usize, maps: Option<&[Vec<f64>]>, t_m: f64, rng: &mut ChaCha20Rng) -> Mixed {
     let partner = permutation(shape[0], rng);
     match kind {
-        MixKind::None => Mixed { images: images.to_vec(), targets: targets.to_vec() },
+        MixKind::None => Mixed { images: images.to_vec(), targets: targets.to_vec(), partner_share: 0.0 },
         MixKind::AttentionMix => attention_mix::mix(images, shape, targets, num_classes, maps.expect("attention maps"), &partner, t_m),
         MixKind::Mixup => {
             let l: f64 = rng.gen();
@@ -69,9 +69,12 @@ pub fn apply(kind: MixKind, images: &[f32], shape: [usize; 4], targets: &[f32], 
 /// where (m, a) = `weights(i)`. Every mix but AttentionMix is an instance of this.
 fn blend<'a>(images: &[f32], [n, c, h, w]: [usize; 4], targets: &[f32], num_classes: usize, partner: &[usize], weights: impl Fn(usize) -> (&'a Vec<f64>, f64)) -> Mixed {
     let plane = h * w;
-    let mut out = Mixed { images: vec![0.0; images.len()], targets: vec![0.0; targets.len()] };
+    let mut out = Mixed { images: vec![0.0; images.len()], targets: vec![0.0; targets.len()], partner_share: 0.0 };
     for i in 0..n {
         let (j, (mask, a)) = (partner[i], weights(i));
+        if j != i {
+            out.partner_share += (1.0 - a) / n as f64;
+        }
         for ch in 0..c {
             for p in 0..plane {
                 let (x1, x2) = (images[(i * c + ch) * plane + p] as f64, images[(j * c + ch) * plane + p] as f64);
@@ -129,6 +132,9 @@ mod tests {
                     let share = m.images[..16].iter().map(|&v| (v as f64 - 1.0) / 2.0).sum::<f64>() / 16.0;
                     assert!((m.targets[1] as f64 - share).abs() < 1e-6, "{kind:?} seed {seed}: {} vs {share}", m.targets[1]);
                 }
+                // Two samples with labels 0 and 1: the partner share is the mean off-diagonal weight.
+                let share = (m.targets[1] + m.targets[2]) as f64 / 2.0;
+                assert!((m.partner_share - share).abs() < 1e-6, "{kind:?} seed {seed}: {} vs {share}", m.partner_share);
             }
         }
     }

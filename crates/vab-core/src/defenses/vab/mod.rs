@@ -80,6 +80,7 @@ pub enum Event {
         lr: f64,
         loss: f64,
         img_s: f64,
+        mix_partner_share: f64,
         #[serde(flatten)]
         metrics: Option<Metrics>,
     },
