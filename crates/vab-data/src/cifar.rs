@@ -108,7 +108,7 @@ pub fn read_batch(kind: CifarKind, path: &Path) -> Result<(Vec<u8>, Vec<u16>)> {
 fn parse_batch(kind: CifarKind, path: &Path, bytes: &[u8]) -> Result<(Vec<u8>, Vec<u16>)> {
     let (label_bytes, label_at) = kind.label_layout();
     let record = label_bytes + CIFAR_SHAPE.len();
-    if bytes.is_empty() || bytes.len() % record != 0 {
+    if bytes.is_empty() || !bytes.len().is_multiple_of(record) {
         let whole = bytes.len() / record;
         return Err(DataError::invalid(
             path,
