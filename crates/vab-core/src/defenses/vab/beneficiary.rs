@@ -119,7 +119,7 @@ impl Beneficiary {
         let targets = credible_targets(&batch.labels, &batch.indices, k, split.credible_suppression_logits(), suppression.and_then(|s| s.credible));
         let maps = matches!(vab.mix, MixKind::AttentionMix | MixKind::AttentiveCutmix).then(|| {
             let features = match vab.attention_features {
-                FeatureMode::Train => self.model.features(tensor(batch.images.clone(), batch.shape)).into_data(),
+                FeatureMode::Train => train_mode_features(&self.model, tensor(batch.images.clone(), batch.shape)).into_data(),
                 FeatureMode::Eval => {
                     let x = Tensor::<4>::from_data(TensorData::new(batch.images.clone(), batch.shape), &ctx.inference);
                     self.model.valid().features(x).into_data()
@@ -147,6 +147,13 @@ impl Beneficiary {
     }
 }
 
+/// `model`'s final feature maps in train mode, without recording an autodiff graph: the clone
+/// without gradients shares the running statistics, so they move as a train-mode pass moves
+/// them (the authors' code), but no backward state is kept (about 9% of a stage-2 step).
+fn train_mode_features(model: &Network, x: Tensor<4>) -> Tensor<4> {
+    model.clone().no_grad().features(x)
+}
+
 /// The Beneficiary's logits on the unlabelled views, without gradients and without moving its
 /// batch-norm running statistics. With `Batch`, a copy in train mode normalises with the views'
 /// own statistics (the authors' pseudo-labels); `valid()` gives the copy fresh running-statistic
@@ -155,7 +162,7 @@ impl Beneficiary {
 pub fn pseudo_label_logits(model: &Network, views: &Batch, norm: PseudoLabelNorm, device: &Device, inference: &Device) -> Vec<f32> {
     let input = |device: &Device| Tensor::<4>::from_data(TensorData::new(views.images.clone(), views.shape), device);
     let logits = match norm {
-        PseudoLabelNorm::Batch => model.valid().train().forward(input(device)).detach(),
+        PseudoLabelNorm::Batch => model.valid().train().no_grad().forward(input(device)),
         PseudoLabelNorm::Running => model.valid().forward(input(inference)),
     };
     logits.into_data().try_to_vec::<f32>().expect("f32 logits")
@@ -190,5 +197,28 @@ mod tests {
         let train_mode: Vec<f32> = model.forward(x).into_data().try_to_vec().unwrap();
         assert!(batch.iter().zip(&train_mode).all(|(a, b)| (a - b).abs() <= 1e-5 * (1.0 + b.abs())));
         assert_ne!(eval(&model), before, "control: a train-mode forward does move them");
+    }
+
+    #[test]
+    fn untracked_features_equal_a_tracked_pass_and_move_the_running_statistics_alike() {
+        let inference = Device::flex();
+        let device = inference.clone().autodiff();
+        let base = Network::new(Arch::Small, 3, 4, &device);
+        // Two copies with their own running statistics (`valid()` gives fresh buffers).
+        let fresh = || base.valid().train();
+        let (tracked, untracked) = (fresh(), fresh());
+        let x = views(5, 2.0);
+        let input = || Tensor::<4>::from_data(TensorData::new(x.images.clone(), x.shape), &device);
+        let a: Vec<f32> = tracked.features(input()).into_data().try_to_vec().unwrap();
+        let b: Vec<f32> = train_mode_features(&untracked, input()).into_data().try_to_vec().unwrap();
+        assert!(a == b, "the untracked pass computed other features");
+        let probe = views(3, 0.0);
+        let eval = |m: &Network| pseudo_label_logits(m, &probe, PseudoLabelNorm::Running, &device, &inference);
+        assert_eq!(eval(&tracked), eval(&untracked), "the running statistics moved differently");
+        assert_ne!(eval(&untracked), eval(&fresh()), "control: the pass moved the running statistics");
+        // The Beneficiary itself still gets gradients after an untracked pass.
+        let _ = train_mode_features(&base, input());
+        let grads = GradientsParams::from_grads(base.features(input()).sum().backward(), &base);
+        assert!(!grads.is_empty(), "the Beneficiary lost its gradients");
     }
 }
