@@ -5,11 +5,11 @@ pub mod input_aware;
 pub mod label_consistent;
 pub mod pgd;
 
-/// Names of the attacks that need a model (`vab poison --attack`), beside vab-attacks' list.
-pub const MODEL_ATTACKS: [&str; 2] = ["cl", "dynamic"];
-
 use sha2::{Digest, Sha256};
 use vab_data::ImageSet;
+
+/// Names of the attacks that need a model (`vab poison --attack`), beside vab-attacks' list.
+pub const MODEL_ATTACKS: [&str; 2] = ["cl", "dynamic"];
 
 /// Lower-case hex of `bytes` (cache keys).
 fn hex(bytes: &[u8]) -> String {
