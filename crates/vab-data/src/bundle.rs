@@ -40,6 +40,9 @@ use crate::image_set::{Dataset, ImageSet, ImageShape};
 pub const FORMAT_VERSION: u32 = 1;
 const META_KEY: &str = "vab";
 
+/// One tensor to write: name, dtype, shape and little-endian bytes (borrowed or owned).
+type NamedTensor<'a> = (String, Dtype, Vec<usize>, std::borrow::Cow<'a, [u8]>);
+
 /// Bundle metadata, stored as JSON in the safetensors header.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct BundleMeta {
@@ -114,7 +117,7 @@ impl Bundle {
         let labels = |l: &[u16]| -> Vec<u8> { l.iter().flat_map(|&v| (v as i64).to_le_bytes()).collect() };
         let indices: Vec<u8> = self.test_triggered_index.iter().flat_map(|&v| (v as i64).to_le_bytes()).collect();
         let flags: Vec<u8> = self.train_poisoned.iter().map(|&f| f as u8).collect();
-        let owned: Vec<(String, Dtype, Vec<usize>, std::borrow::Cow<[u8]>)> = {
+        let owned: Vec<NamedTensor> = {
             let mut t = vec![
                 ("train.images".into(), Dtype::U8, dims(self.train.len()), self.train.pixels().into()),
                 ("train.labels".into(), Dtype::I64, vec![self.train.len()], labels(self.train.labels()).into()),

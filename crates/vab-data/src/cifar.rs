@@ -171,7 +171,7 @@ mod tests {
 
     fn record(label: u8, fill: u8) -> Vec<u8> {
         let mut r = vec![label];
-        r.extend(std::iter::repeat(fill).take(3072));
+        r.extend(std::iter::repeat_n(fill, 3072));
         r
     }
 
@@ -205,7 +205,7 @@ mod tests {
     #[test]
     fn cifar100_uses_the_fine_label() {
         let mut rec = vec![4u8, 77];
-        rec.extend(std::iter::repeat(0).take(3072));
+        rec.extend(std::iter::repeat_n(0, 3072));
         let (_, labels) = parse_batch(CifarKind::Cifar100, Path::new("t.bin"), &rec).unwrap();
         assert_eq!(labels, vec![77]);
     }

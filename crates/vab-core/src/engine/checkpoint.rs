@@ -63,10 +63,13 @@ pub fn save<S: Serialize>(run: &Path, parts: &[(&str, &Network, &ModuleOptimizer
     Ok(())
 }
 
+/// What `load` returns: the restored (network, optimiser) pairs and the run state.
+pub type Restored<S> = (Vec<(Network, ModuleOptimizer)>, S);
+
 /// Loads the latest complete checkpoint of `run` into the named networks and optimisers
 /// (freshly built with the run's configuration), in the order given; `None` when the run has
 /// no checkpoint.
-pub fn load<S: DeserializeOwned>(run: &Path, parts: Vec<(&str, Network, ModuleOptimizer)>) -> Result<Option<(Vec<(Network, ModuleOptimizer)>, S)>> {
+pub fn load<S: DeserializeOwned>(run: &Path, parts: Vec<(&str, Network, ModuleOptimizer)>) -> Result<Option<Restored<S>>> {
     let (current, _, old) = paths(run);
     let Some(dir) = [current, old].into_iter().find(|d| d.join(STATE).is_file()) else {
         return Ok(None);

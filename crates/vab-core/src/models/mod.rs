@@ -29,6 +29,9 @@ pub enum Arch {
 }
 
 /// One of the architectures, as a single module type the engine can train.
+// ResNet-18's struct is larger than the small network's; a run holds one or two networks, so
+// boxing it would add an indirection for no saving.
+#[allow(clippy::large_enum_variant)]
 #[derive(Module, Debug)]
 pub enum Network {
     ResNet18(ResNet18),

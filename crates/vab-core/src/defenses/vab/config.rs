@@ -156,6 +156,11 @@ pub enum PseudoLabelNorm {
     Running,
 }
 
+/// True for a positive number; false for zero, negatives and NaN.
+fn is_positive(x: f64) -> bool {
+    x > 0.0
+}
+
 fn victim_eval_samples() -> usize {
     500
 }
@@ -193,10 +198,10 @@ impl VabConfig {
         if !(0.0..=1.0).contains(&self.entropy_momentum) || !(0.0..=1.0).contains(&self.t_m) {
             return Err("vab.entropy_momentum and vab.t_m must lie in [0, 1]".into());
         }
-        if !(self.temperature > 0.0) || !(self.victim.lr > 0.0) {
+        if !is_positive(self.temperature) || !is_positive(self.victim.lr) {
             return Err("vab.temperature and vab.victim.lr must be positive".into());
         }
-        if self.alpha.is_empty() || self.alpha.iter().any(|a| !(*a >= 0.0)) {
+        if self.alpha.is_empty() || self.alpha.iter().any(|a| a.is_nan() || *a < 0.0) {
             return Err("vab.alpha must list at least one non-negative weight".into());
         }
         if let Warmup::Auto { max_epochs: 0 } = self.warmup {

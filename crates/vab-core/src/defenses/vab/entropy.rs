@@ -41,7 +41,8 @@ pub fn smooth(new: &[f64], previous: Option<&[f64]>, momentum: f64) -> Vec<f64> 
 pub fn normalise(values: &[f64]) -> Vec<f64> {
     let min = values.iter().copied().fold(f64::INFINITY, f64::min);
     let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    if !(max - min > 1e-12) {
+    let range = max - min;
+    if range.is_nan() || range <= 1e-12 {
         return vec![1.0; values.len()];
     }
     values.iter().map(|v| (v - min) / (max - min)).collect()
