@@ -14,6 +14,7 @@ import numpy as np, torch, torch.nn.functional as F
 from safetensors.numpy import load_file
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..', 'python'))
 from vab_models import build
+from attention import attention, mix_weights
 
 bundle, arch, epochs = sys.argv[1], sys.argv[2], int(sys.argv[3])
 crop = '--crop' in sys.argv[4:]
@@ -30,21 +31,6 @@ Xt, Yt = to_input(t['test.images'][test]), torch.tensor(t['test.labels'][test]).
 model = build(arch)
 
 
-def features(m, x):
-    """The final feature maps (the input of the global average pool)."""
-    if arch == 'small':
-        for i, stage in enumerate(m.stages):
-            x = stage(x)
-            if i + 1 < len(m.stages):
-                x = F.max_pool2d(x, 2)
-        return x
-    x = F.relu(m.bn1(m.conv1(x)))
-    for layer in (m.layer1, m.layer2, m.layer3, m.layer4):
-        for block in layer:
-            x = block(x)
-    return x
-
-
 probe = [torch.tensor(np.random.default_rng(100 + b).choice(10000, 128, replace=False)) for b in range(8)]
 
 
@@ -54,15 +40,10 @@ def measure(epoch, start):
     perms = torch.Generator().manual_seed(1)
     with torch.no_grad():
         for idx in probe:
-            a = (features(m, X[idx]) ** 2).sum(1, keepdim=True)
-            a = F.interpolate(a, size=(32, 32), mode='nearest').flatten(1)
-            a = (a - a.min(1, keepdim=True)[0]) / (a.max(1, keepdim=True)[0] - a.min(1, keepdim=True)[0] + 1e-12)
+            a = attention(m.features(X[idx]), 32)
             for t_m in coverage:
-                coverage[t_m] += (a >= t_m).float().mean(1).tolist()
-            mask, partner = (a >= 0.1).float(), torch.randperm(128, generator=perms)
-            w1 = (mask * a).sum(1) / a.sum(1)
-            w2 = (mask * a[partner]).sum(1) / a[partner].sum(1)
-            share += (w1 * w2 / (w1 + w2)).tolist()
+                coverage[t_m] += mix_weights(a, torch.arange(128), t_m)[0].tolist()
+            share += mix_weights(a, torch.randperm(128, generator=perms), 0.1)[2].tolist()
         model.eval()
         accuracy = (model(Xt).argmax(1) == Yt).float().mean().item() * 100
         model.train()

@@ -1,13 +1,14 @@
 """AttentionMix statistics (method.md §6, nearest upsampling, t_m 0.1, train-mode features) of the
-model of a vab run directory (small network only) on eight random batches of 128 of its bundle's
+model of a vab run directory on eight random batches of 128 of its bundle's
 training images: mask coverage, w1, and the share of the partner's label in the mixed target.
 An independent PyTorch reading of the mix, beside the `mix_partner_share` that V&B runs log.
 
     python3 bench/attention_mix_stats.py RUN_DIR
 """
-import sys, json, numpy as np, torch, torch.nn.functional as F
+import sys, json, numpy as np, torch
 sys.path.insert(0, __import__('os').path.join(__import__('os').path.dirname(__file__), '..', 'python'))
 from vab_models import load, normalise
+from attention import attention, mix_weights
 from safetensors.numpy import load_file
 torch.set_num_threads(1)
 torch.manual_seed(0)
@@ -20,18 +21,8 @@ for b in range(8):
     idx = rng.choice(len(t['train.images']), 128, replace=False)
     x = normalise(t['train.images'][idx], card)
     with torch.no_grad():
-        h = x
-        for i, s in enumerate(model.stages):
-            h = s(h)
-            if i + 1 < len(model.stages): h = F.max_pool2d(h, 2)
-    a = (h ** 2).sum(1, keepdim=True)
-    a = F.interpolate(a, size=(32, 32), mode='nearest').flatten(1)
-    a = (a - a.min(1, keepdim=True)[0]) / (a.max(1, keepdim=True)[0] - a.min(1, keepdim=True)[0] + 1e-12)
-    perm = torch.randperm(128)
-    m = (a >= 0.1).float()
-    w1 = (m * a).sum(1) / a.sum(1)
-    w2 = (m * a[perm]).sum(1) / a[perm].sum(1)
-    l3 = w2 / (w1 + w2)
-    cov += m.mean(1).tolist(); w1s += w1.tolist(); partner += (w1 * l3).tolist()
+        a = attention(model.features(x), 32)
+    coverage, w1, share = mix_weights(a, torch.randperm(128), 0.1)
+    cov += coverage.tolist(); w1s += w1.tolist(); partner += share.tolist()
 q = lambda v: 'median %.2f (10%%: %.2f, 90%%: %.2f)' % (np.median(v), np.quantile(v, .1), np.quantile(v, .9))
 print(run); print(' mask coverage', q(cov)); print(' w1', q(w1s)); print(" partner's label share w1*l3", q(partner))

@@ -76,7 +76,8 @@ class ResNet18(nn.Module):
         self.layer1, self.layer2, self.layer3, self.layer4 = layers
         self.fc = nn.Linear(512, num_classes)
 
-    def forward(self, x):
+    def features(self, x):
+        """The final feature maps (the input of the global average pool)."""
         x = self.conv1(x)
         if self.bn1 is not None:
             x = F.relu(self.bn1(x))
@@ -85,7 +86,10 @@ class ResNet18(nn.Module):
         for layer in (self.layer1, self.layer2, self.layer3, self.layer4):
             for block in layer:
                 x = block(x)
-        return self.fc(x.mean(dim=(2, 3)))
+        return x
+
+    def forward(self, x):
+        return self.fc(self.features(x).mean(dim=(2, 3)))
 
 
 class Stage(nn.Module):
@@ -111,12 +115,16 @@ class Small(nn.Module):
         self.stages = nn.ModuleList(stages)
         self.fc = nn.Linear(8 * width, num_classes)
 
-    def forward(self, x):
+    def features(self, x):
+        """The final feature maps (the input of the global average pool)."""
         for i, stage in enumerate(self.stages):
             x = stage(x)
             if i + 1 < len(self.stages):
                 x = F.max_pool2d(x, 2)
-        return self.fc(x.mean(dim=(2, 3)))
+        return x
+
+    def forward(self, x):
+        return self.fc(self.features(x).mean(dim=(2, 3)))
 
 
 def build(arch, num_classes=10, in_channels=3):
