@@ -15,7 +15,8 @@
 //! (`vab.pseudo_label_norm`).
 //!
 //! Each group (mixed views, unlabelled views) goes through the network as one batch, so batch
-//! norm sees the statistics of the group; the authors' code passes each view separately.
+//! norm sees the statistics of the group (the authors' code passes each view separately), or
+//! both groups as one batch (`vab.stage3_batch = "joint"`).
 
 use std::time::Instant;
 
@@ -26,7 +27,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 
 use super::attention_mix::attention_maps;
-use super::config::{FeatureMode, MixKind, PseudoLabelNorm, VabConfig};
+use super::config::{FeatureMode, MixKind, PseudoLabelNorm, Stage3Batch, VabConfig};
 use super::mixes;
 use super::semi_supervised::{credible_targets, unlabelled_batch, unlabelled_batch_size, unlabelled_targets};
 use super::victim::Split;
@@ -131,19 +132,34 @@ impl Beneficiary {
         let mixed = mixes::apply(vab.mix, &batch.images, batch.shape, &targets, k, maps.as_deref(), vab.t_m, rng);
         let share = mixed.partner_share;
         let y = Tensor::<2>::from_data(TensorData::new(mixed.targets, [batch.shape[0], k]), device);
-        let mut loss = soft_cross_entropy(self.model.forward(tensor(mixed.images, batch.shape)), y);
-        if let Some(u) = unlabelled {
-            let n = u.indices.len() / vab.unlabelled_views;
-            let pseudo = pseudo_label_logits(&self.model, &u, vab.pseudo_label_norm, &ctx.device, &ctx.inference);
-            let x = tensor(u.images, u.shape);
-            let targets_u = unlabelled_targets(&pseudo, &u.indices[..n], vab.unlabelled_views, k, &split.logits, suppression.and_then(|s| s.suspicious));
-            let y = Tensor::<2>::from_data(TensorData::new(targets_u, [u.shape[0], k]), device);
-            loss = loss + soft_cross_entropy(self.model.forward(x), y).mul_scalar(alpha);
-        }
+        let loss = match unlabelled {
+            None => soft_cross_entropy(self.model.forward(tensor(mixed.images, batch.shape)), y),
+            Some(u) => {
+                let n = u.indices.len() / vab.unlabelled_views;
+                let pseudo = pseudo_label_logits(&self.model, &u, vab.pseudo_label_norm, &ctx.device, &ctx.inference);
+                let targets_u = unlabelled_targets(&pseudo, &u.indices[..n], vab.unlabelled_views, k, &split.logits, suppression.and_then(|s| s.suspicious));
+                let y_u = Tensor::<2>::from_data(TensorData::new(targets_u, [u.shape[0], k]), device);
+                let (logits, logits_u) = stage3_logits(&self.model, tensor(mixed.images, batch.shape), tensor(u.images, u.shape), vab.stage3_batch);
+                soft_cross_entropy(logits, y) + soft_cross_entropy(logits_u, y_u).mul_scalar(alpha)
+            }
+        };
         let value = loss.to_data().iter::<f32>().next().unwrap_or(f32::NAN);
         let grads = GradientsParams::from_grads(loss.backward(), &self.model);
         self.model = self.optim.step(lr, self.model.clone(), grads);
         (value, share)
+    }
+}
+
+/// The Beneficiary's training-mode logits of a stage-3 step's mixed credible views and
+/// unlabelled views, passed as `batching` says.
+fn stage3_logits(model: &Network, mixed: Tensor<4>, unlabelled: Tensor<4>, batching: Stage3Batch) -> (Tensor<2>, Tensor<2>) {
+    match batching {
+        Stage3Batch::Separate => (model.forward(mixed), model.forward(unlabelled)),
+        Stage3Batch::Joint => {
+            let (m, u) = (mixed.dims()[0], unlabelled.dims()[0]);
+            let logits = model.forward(Tensor::cat(vec![mixed, unlabelled], 0));
+            (logits.clone().narrow(0, 0, m), logits.narrow(0, m, u))
+        }
     }
 }
 
@@ -197,6 +213,28 @@ mod tests {
         let train_mode: Vec<f32> = model.forward(x).into_data().try_to_vec().unwrap();
         assert!(batch.iter().zip(&train_mode).all(|(a, b)| (a - b).abs() <= 1e-5 * (1.0 + b.abs())));
         assert_ne!(eval(&model), before, "control: a train-mode forward does move them");
+    }
+
+    #[test]
+    fn a_joint_stage3_pass_normalises_both_groups_together() {
+        let device = Device::flex().autodiff();
+        let model = Network::new(Arch::Small, 3, 4, &device);
+        let input = |b: &Batch| Tensor::<4>::from_data(TensorData::new(b.images.clone(), b.shape), &device);
+        let rows = |t: Tensor<2>| t.into_data().try_to_vec::<f32>().unwrap();
+        fn close(a: &[f32], b: &[f32]) -> bool {
+            a.len() == b.len() && a.iter().zip(b).all(|(x, y)| (x - y).abs() <= 1e-4 * (1.0 + y.abs()))
+        }
+        // Two groups with different statistics; fresh copies so no pass sees another's updates.
+        let (mixed, unlabelled) = (views(4, 0.0), views(2, 3.0));
+        let fresh = || model.valid().train();
+        let (joint, joint_u) = stage3_logits(&fresh(), input(&mixed), input(&unlabelled), Stage3Batch::Joint);
+        let (separate, separate_u) = stage3_logits(&fresh(), input(&mixed), input(&unlabelled), Stage3Batch::Separate);
+        let together = rows(fresh().forward(Tensor::cat(vec![input(&mixed), input(&unlabelled)], 0)));
+        let (joint, joint_u, separate, separate_u) = (rows(joint), rows(joint_u), rows(separate), rows(separate_u));
+        assert!(close(&joint, &together[..16]) && close(&joint_u, &together[16..]), "joint rows are not those of one pass");
+        assert!(close(&separate, &rows(fresh().forward(input(&mixed)))), "separate mixed rows are not a pass of their own");
+        assert!(close(&separate_u, &rows(fresh().forward(input(&unlabelled)))), "separate unlabelled rows are not a pass of their own");
+        assert!(!close(&joint_u, &separate_u), "the batching made no difference");
     }
 
     #[test]

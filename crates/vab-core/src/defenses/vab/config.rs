@@ -44,6 +44,10 @@ pub struct VabConfig {
     /// statistics, with the running statistics moved, a fault method.md §8 says not to copy).
     #[serde(default)]
     pub pseudo_label_norm: PseudoLabelNorm,
+    /// Whether stage 3's mixed credible views and unlabelled views go through the Beneficiary
+    /// as one batch or as two (batch-norm statistics; see [`Stage3Batch`]).
+    #[serde(default)]
+    pub stage3_batch: Stage3Batch,
     /// Temperature T of the Victim's softmax in the suppression (eq. 10; code: 3).
     #[serde(default = "temperature")]
     pub temperature: f64,
@@ -156,6 +160,21 @@ pub enum PseudoLabelNorm {
     Running,
 }
 
+/// How a stage-3 step feeds its two groups of images (mixed credible views, unlabelled views)
+/// to the Beneficiary. The loss is the same (eq. 11); batch norm differs: each forward pass
+/// normalises with its own batch's statistics and moves the running statistics towards them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stage3Batch {
+    /// One forward pass over both groups.
+    Joint,
+    /// A pass per group, as the authors' code (which even passes each view on its own). The
+    /// unlabelled group holds only |D_s| / (labelled batches) images per view, so every step
+    /// also moves the running statistics towards a batch of a few suspicious images.
+    #[default]
+    Separate,
+}
+
 /// True for a positive number; false for zero, negatives and NaN.
 fn is_positive(x: f64) -> bool {
     x > 0.0
@@ -228,7 +247,7 @@ mod tests {
         assert_eq!((c.entropy_momentum, c.refresh_every, c.views, c.t_m, c.temperature), (0.75, 5, 2, 0.1, 3.0));
         assert_eq!(c.warmup, Warmup::CodeSteps { step: 0.4, end: 0.2 });
         assert_eq!((c.mix, c.attention_upsample, c.attention_features), (MixKind::AttentionMix, Upsample::Nearest, FeatureMode::Train));
-        assert_eq!(c.pseudo_label_norm, PseudoLabelNorm::Batch);
+        assert_eq!((c.pseudo_label_norm, c.stage3_batch), (PseudoLabelNorm::Batch, Stage3Batch::Separate));
         // Stage 3 = epochs 101..200: α 0.1 for 101-150, 0.5 for 151-200.
         assert_eq!((c.alpha_at(0, 100), c.alpha_at(49, 100), c.alpha_at(50, 100), c.alpha_at(99, 100)), (0.1, 0.1, 0.5, 0.5));
         assert!(c.validate(200).is_ok());
