@@ -29,7 +29,7 @@ use rand_chacha::ChaCha20Rng;
 use super::attention_mix::attention_maps;
 use super::config::{FeatureMode, MixKind, PseudoLabelNorm, Stage3Batch, VabConfig};
 use super::mixes;
-use super::semi_supervised::{credible_targets, unlabelled_batch, unlabelled_batch_size, unlabelled_targets};
+use super::semi_supervised::{credible_targets, pseudo_labels, unlabelled_batch, unlabelled_batch_size, unlabelled_targets};
 use super::victim::Split;
 use super::Context;
 use crate::config::TrainConfig;
@@ -59,6 +59,52 @@ pub struct EpochStats {
     pub img_s: f64,
     /// The mix's mean partner share over the epoch's batches (see [`super::attention_mix::Mixed`]).
     pub mix_partner_share: f64,
+    /// Stage 3 only: how the suppression weighed the epoch's targets.
+    pub suppression: Option<SuppressionStats>,
+}
+
+/// How stage 3's targets were weighed over an epoch (reporting; no poison flags involved).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SuppressionStats {
+    /// Mean mass of a credible target after suppression (1 unsuppressed).
+    pub credible_weight: f64,
+    /// Mean mass of an unlabelled target after suppression; absent without unlabelled samples.
+    pub unlabelled_weight: Option<f64>,
+    /// Share of unlabelled samples whose pseudo-label is their training label.
+    pub pseudo_label_agreement: Option<f64>,
+}
+
+/// Sums behind [`SuppressionStats`].
+#[derive(Default)]
+struct TargetSums {
+    credible_mass: f64,
+    credible_rows: usize,
+    unlabelled_mass: f64,
+    unlabelled_rows: usize,
+    agreeing: usize,
+    pseudo_labelled: usize,
+}
+
+impl SuppressionStats {
+    /// ", target weights credible 0.84, unlabelled 0.61, pseudo-labels = training labels 71%".
+    fn describe(&self) -> String {
+        let mut text = format!(", target weights credible {:.2}", self.credible_weight);
+        if let (Some(w), Some(a)) = (self.unlabelled_weight, self.pseudo_label_agreement) {
+            text += &format!(", unlabelled {w:.2}, pseudo-labels = training labels {:.0}%", 100.0 * a);
+        }
+        text
+    }
+}
+
+impl TargetSums {
+    fn stats(&self) -> SuppressionStats {
+        let ratio = |a: f64, b: usize| (b > 0).then(|| a / b as f64);
+        SuppressionStats {
+            credible_weight: ratio(self.credible_mass, self.credible_rows).unwrap_or(1.0),
+            unlabelled_weight: ratio(self.unlabelled_mass, self.unlabelled_rows),
+            pseudo_label_agreement: ratio(self.agreeing as f64, self.pseudo_labelled),
+        }
+    }
 }
 
 /// The Beneficiary network and its optimiser.
@@ -87,7 +133,7 @@ impl Beneficiary {
         let stage = if suppression.is_some() { 3 } else { 2 };
         let label = format!("beneficiary epoch {epoch}/{} (stage {stage})", config.train.epochs);
         ctx.progress.start(&label, labelled_batches, samples);
-        let (mut loss_sum, mut seen, mut share_sum) = (0.0, 0usize, 0.0);
+        let (mut loss_sum, mut seen, mut share_sum, mut sums) = (0.0, 0usize, 0.0, TargetSums::default());
         let batches = epoch_batches(ctx.train.images.clone(), &split.credible, batch_size, vab.views, config.train.augment, ctx.norm.clone(), seed, epoch);
         for (b, batch) in batches.iter().enumerate() {
             let unlabelled = (unlabelled_size > 0).then(|| {
@@ -96,7 +142,7 @@ impl Beneficiary {
             });
             let images = batch.labels.len() + unlabelled.as_ref().map_or(0, |u| u.labels.len());
             let mut rng = ChaCha20Rng::seed_from_u64(derive(seed, epoch, b, 0, 3));
-            let (loss, share) = self.step(ctx, vab, batch, unlabelled, split, suppression, alpha.unwrap_or(0.0), lr, &mut rng);
+            let (loss, share) = self.step(ctx, vab, batch, unlabelled, split, suppression, alpha.unwrap_or(0.0), lr, &mut rng, &mut sums);
             loss_sum += loss as f64 * images as f64;
             share_sum += share;
             seen += images;
@@ -106,18 +152,23 @@ impl Beneficiary {
             loss: loss_sum / seen.max(1) as f64,
             img_s: seen as f64 / start.elapsed().as_secs_f64(),
             mix_partner_share: share_sum / labelled_batches.max(1) as f64,
+            suppression: suppression.map(|_| sums.stats()),
         };
-        ctx.progress.finish(&format!("{label}: lr {lr:.4} loss {:.4}, mix partner share {:.2} ({:.0} img/s)", stats.loss, stats.mix_partner_share, stats.img_s));
+        let weights = stats.suppression.as_ref().map_or(String::new(), SuppressionStats::describe);
+        ctx.progress.finish(&format!("{label}: lr {lr:.4} loss {:.4}, mix partner share {:.2}{weights} ({:.0} img/s)", stats.loss, stats.mix_partner_share, stats.img_s));
         stats
     }
 
-    /// One optimisation step; returns the loss and the mix's partner share.
+    /// One optimisation step; returns the loss and the mix's partner share, and adds the
+    /// targets' masses to `sums`.
     #[allow(clippy::too_many_arguments)]
-    fn step(&mut self, ctx: &Context, vab: &VabConfig, batch: Batch, unlabelled: Option<Batch>, split: &Split, suppression: Option<&Suppression>, alpha: f64, lr: f64, rng: &mut ChaCha20Rng) -> (f32, f64) {
+    fn step(&mut self, ctx: &Context, vab: &VabConfig, batch: Batch, unlabelled: Option<Batch>, split: &Split, suppression: Option<&Suppression>, alpha: f64, lr: f64, rng: &mut ChaCha20Rng, sums: &mut TargetSums) -> (f32, f64) {
         let k = ctx.train.num_classes;
         let device = &ctx.device;
         let tensor = |images: Vec<f32>, shape: [usize; 4]| Tensor::<4>::from_data(TensorData::new(images, shape), device);
         let targets = credible_targets(&batch.labels, &batch.indices, k, split.credible_suppression_logits(), suppression.and_then(|s| s.credible));
+        sums.credible_mass += targets.iter().map(|&t| t as f64).sum::<f64>();
+        sums.credible_rows += batch.labels.len();
         let maps = matches!(vab.mix, MixKind::AttentionMix | MixKind::AttentiveCutmix).then(|| {
             let features = match vab.attention_features {
                 FeatureMode::Train => train_mode_features(&self.model, tensor(batch.images.clone(), batch.shape)).into_data(),
@@ -137,7 +188,12 @@ impl Beneficiary {
             Some(u) => {
                 let n = u.indices.len() / vab.unlabelled_views;
                 let pseudo = pseudo_label_logits(&self.model, &u, vab.pseudo_label_norm, &ctx.device, &ctx.inference);
-                let targets_u = unlabelled_targets(&pseudo, &u.indices[..n], vab.unlabelled_views, k, &split.logits, suppression.and_then(|s| s.suspicious));
+                let labels = pseudo_labels(&pseudo, n, vab.unlabelled_views, k);
+                let targets_u = unlabelled_targets(&labels, &u.indices[..n], vab.unlabelled_views, k, &split.logits, suppression.and_then(|s| s.suspicious));
+                sums.agreeing += labels.iter().zip(&u.labels).filter(|(p, y)| p == y).count();
+                sums.pseudo_labelled += n;
+                sums.unlabelled_mass += targets_u.iter().map(|&t| t as f64).sum::<f64>();
+                sums.unlabelled_rows += u.shape[0];
                 let y_u = Tensor::<2>::from_data(TensorData::new(targets_u, [u.shape[0], k]), device);
                 let (logits, logits_u) = stage3_logits(&self.model, tensor(mixed.images, batch.shape), tensor(u.images, u.shape), vab.stage3_batch);
                 soft_cross_entropy(logits, y) + soft_cross_entropy(logits_u, y_u).mul_scalar(alpha)
@@ -213,6 +269,18 @@ mod tests {
         let train_mode: Vec<f32> = model.forward(x).into_data().try_to_vec().unwrap();
         assert!(batch.iter().zip(&train_mode).all(|(a, b)| (a - b).abs() <= 1e-5 * (1.0 + b.abs())));
         assert_ne!(eval(&model), before, "control: a train-mode forward does move them");
+    }
+
+    #[test]
+    fn suppression_stats_average_per_target_row_and_per_pseudo_labelled_sample() {
+        let sums = TargetSums { credible_mass: 3.0, credible_rows: 4, unlabelled_mass: 1.5, unlabelled_rows: 6, agreeing: 2, pseudo_labelled: 3 };
+        let stats = sums.stats();
+        assert_eq!((stats.credible_weight, stats.unlabelled_weight), (0.75, Some(0.25)));
+        assert!((stats.pseudo_label_agreement.unwrap() - 2.0 / 3.0).abs() < 1e-12);
+        assert_eq!(stats.describe(), ", target weights credible 0.75, unlabelled 0.25, pseudo-labels = training labels 67%");
+        let credible_only = TargetSums { credible_mass: 2.0, credible_rows: 2, ..TargetSums::default() }.stats();
+        assert_eq!((credible_only.unlabelled_weight, credible_only.pseudo_label_agreement), (None, None));
+        assert_eq!(credible_only.describe(), ", target weights credible 1.00");
     }
 
     #[test]

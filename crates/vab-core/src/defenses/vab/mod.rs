@@ -81,6 +81,9 @@ pub enum Event {
         loss: f64,
         img_s: f64,
         mix_partner_share: f64,
+        /// Stage 3 only.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        suppression: Option<beneficiary::SuppressionStats>,
         #[serde(flatten)]
         metrics: Option<Metrics>,
     },

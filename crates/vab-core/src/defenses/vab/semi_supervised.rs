@@ -27,18 +27,21 @@ pub fn credible_targets(labels: &[u16], indices: &[usize], num_classes: usize, v
     targets
 }
 
-/// Targets of an unlabelled batch of `indices.len()` samples seen in `views` views, view after
-/// view: the Beneficiary's `logits` ([views·n, K]) give each sample's pseudo-label, suppressed
-/// as in [`credible_targets`]; the result has one row per view.
-pub fn unlabelled_targets(logits: &[f32], indices: &[usize], views: usize, num_classes: usize, victim_logits: &[f32], temperature: Option<f64>) -> Vec<f32> {
-    let n = indices.len();
-    let labels: Vec<u16> = (0..n)
+/// Pseudo-labels of an unlabelled batch of `n` samples seen in `views` views, view after view:
+/// the argmax of each sample's softmax averaged over its views' `logits` ([views·n, K]).
+pub fn pseudo_labels(logits: &[f32], n: usize, views: usize, num_classes: usize) -> Vec<u16> {
+    (0..n)
         .map(|s| {
             let rows: Vec<&[f32]> = (0..views).map(|v| &logits[(v * n + s) * num_classes..(v * n + s + 1) * num_classes]).collect();
             pseudo_label(&rows) as u16
         })
-        .collect();
-    credible_targets(&labels, indices, num_classes, victim_logits, temperature).repeat(views)
+        .collect()
+}
+
+/// Targets of an unlabelled batch with pseudo-labels `labels`, suppressed as in
+/// [`credible_targets`]; the result has one row per view, view after view.
+pub fn unlabelled_targets(labels: &[u16], indices: &[usize], views: usize, num_classes: usize, victim_logits: &[f32], temperature: Option<f64>) -> Vec<f32> {
+    credible_targets(labels, indices, num_classes, victim_logits, temperature).repeat(views)
 }
 
 /// Unlabelled samples per iteration: ⌊|D_s| / labelled batches⌋, at least 1 unless D_s is empty.
@@ -69,10 +72,12 @@ mod tests {
     fn pseudo_labels_average_views_and_repeat_per_view() {
         // Two samples, two views: sample 0's views say class 1 on average, sample 1's class 0.
         let logits = [0.0f32, 0.5, 2.0, 0.0, /* view 2 */ 0.0, 2.0, 1.0, 0.0];
-        let t = unlabelled_targets(&logits, &[0, 1], 2, 2, &[0.0; 4], None);
+        let labels = pseudo_labels(&logits, 2, 2, 2);
+        assert_eq!(labels, vec![1, 0]);
+        let t = unlabelled_targets(&labels, &[0, 1], 2, 2, &[0.0; 4], None);
         assert_eq!(t, vec![0.0, 1.0, 1.0, 0.0, 0.0, 1.0, 1.0, 0.0]);
         // Suppressed by a Victim that is sure of class 1 for sample 0 (T = 1).
-        let t = unlabelled_targets(&logits, &[0, 1], 2, 2, &[-20.0, 20.0, 0.0, 0.0], Some(1.0));
+        let t = unlabelled_targets(&labels, &[0, 1], 2, 2, &[-20.0, 20.0, 0.0, 0.0], Some(1.0));
         assert!(t[1] < 1e-6 && (t[2] - 0.5).abs() < 1e-6, "{t:?}");
     }
 

@@ -185,7 +185,7 @@ pub fn train_vab(config: &TrainConfig, backend: Backend, train: &TrainingSet, ev
         if let Some(m) = &metrics {
             progress.finish(&format!("beneficiary epoch {epoch}: {}", m.describe()));
         }
-        ctx.record(&Event::Beneficiary { epoch, stage, lr, loss: stats.loss, img_s: stats.img_s, mix_partner_share: stats.mix_partner_share, metrics: metrics.clone() })?;
+        ctx.record(&Event::Beneficiary { epoch, stage, lr, loss: stats.loss, img_s: stats.img_s, mix_partner_share: stats.mix_partner_share, suppression: stats.suppression.clone(), metrics: metrics.clone() })?;
         state.stage_s = elapsed(stage_before);
         if stage_ends {
             state.stages.push(StageTime { stage, wall_s: state.stage_s });
