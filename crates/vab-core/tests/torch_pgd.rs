@@ -23,7 +23,8 @@ fn one_pgd_step_matches_pytorch() {
     let images: Vec<u8> = (0..4 * 3 * 256).map(|i| ((i * 97 + 13) % 256) as u8).collect();
     let labels = [1u16, 3, 5, 7];
     let norm = Normalization { mean: vec![0.49, 0.48, 0.45], std: vec![0.25, 0.24, 0.26] };
-    let (ours, _) = perturb(&model, &images, shape, &labels, 10, &norm, &Pgd { epsilon: 8.0, steps: 1, step_size: 3.0 }, 4, &device);
+    let set = vab_data::ImageSet::new(vab_data::ImageShape { channels: 3, height: 16, width: 16 }, images.clone(), labels.to_vec()).unwrap();
+    let (ours, _) = perturb(&model, &set, 10, &norm, &Pgd { epsilon: 8.0, steps: 1, step_size: 3.0 }, 4, &device);
 
     let dir = tempfile::tempdir().unwrap();
     let weights = dir.path().join("model.safetensors");

@@ -128,13 +128,11 @@ pub fn label_consistent(dataset: &Dataset, source: &str, params: &ClParams, spec
             (pixels.to_vec(), fooled.iter().map(|&f| f == 1).collect::<Vec<bool>>())
         }
         None => {
-            let images: Vec<u8> = chosen.iter().flat_map(|&i| dataset.train.image(i).iter().copied()).collect();
-            let labels: Vec<u16> = chosen.iter().map(|&i| dataset.train.labels()[i]).collect();
+            let selected = dataset.train.select(&chosen);
             let norm = Normalization::of(&dataset.train);
             let pgd = Pgd { epsilon: params.epsilon, steps: params.steps, step_size: params.step_size };
             progress.start(&format!("PGD on {} target-class images", chosen.len()), 1, chosen.len());
-            let dims = [chosen.len(), shape.channels, shape.height, shape.width];
-            let (pixels, fooled) = perturb(&model, &images, dims, &labels, dataset.num_classes(), &norm, &pgd, config.train.batch_size, &device);
+            let (pixels, fooled) = perturb(&model, &selected, dataset.num_classes(), &norm, &pgd, config.train.batch_size, &device);
             progress.finish(&format!("PGD on {} target-class images done", chosen.len()));
             let mut bytes = pixels.clone();
             bytes.extend(fooled.iter().map(|&f| f as u8));

@@ -9,6 +9,7 @@
 use burn::module::Module;
 use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
+use vab_data::ImageSet;
 
 use crate::engine::batches::Normalization;
 use crate::engine::loss::{one_hot, soft_cross_entropy};
@@ -25,19 +26,19 @@ pub struct Pgd {
     pub step_size: f32,
 }
 
-/// Perturbs `images` (u8, `shape` = [N, C, H, W] row-major) away from `labels` under `model`,
-/// `batch_size` images at a time on the autodiff `device`. Returns the perturbed u8 images and,
-/// per image, whether the model's prediction on it differs from its label.
-pub fn perturb(model: &Network, images: &[u8], shape: [usize; 4], labels: &[u16], num_classes: usize, norm: &Normalization, pgd: &Pgd, batch_size: usize, device: &Device) -> (Vec<u8>, Vec<bool>) {
+/// Perturbs the images of `set` away from their labels under `model`, `batch_size` images at a
+/// time on the autodiff `device`. Returns the perturbed u8 images (row-major, as `set.pixels()`)
+/// and, per image, whether the model's prediction on it differs from its label.
+pub fn perturb(model: &Network, set: &ImageSet, num_classes: usize, norm: &Normalization, pgd: &Pgd, batch_size: usize, device: &Device) -> (Vec<u8>, Vec<bool>) {
     // Eval-mode batch norm with gradients: `valid` turns the training flags off, `fork` puts
     // the weights back on the autodiff device without turning them on again.
     let model = model.valid().fork(device);
-    let per_image = shape[1] * shape[2] * shape[3];
-    let mut out = Vec::with_capacity(images.len());
-    let mut fooled = Vec::with_capacity(labels.len());
-    for (chunk, y) in images.chunks(batch_size * per_image).zip(labels.chunks(batch_size)) {
-        let n = y.len();
-        let (adv, preds) = perturb_batch(&model, chunk, [n, shape[1], shape[2], shape[3]], y, num_classes, norm, pgd, device);
+    let shape = set.shape();
+    let mut out = Vec::with_capacity(set.pixels().len());
+    let mut fooled = Vec::with_capacity(set.len());
+    for (chunk, y) in set.pixels().chunks(batch_size * shape.len()).zip(set.labels().chunks(batch_size)) {
+        let dims = [y.len(), shape.channels, shape.height, shape.width];
+        let (adv, preds) = perturb_batch(&model, chunk, dims, y, num_classes, norm, pgd, device);
         out.extend(adv);
         fooled.extend(preds.iter().zip(y).map(|(p, l)| p != l));
     }
@@ -97,7 +98,8 @@ mod tests {
         let labels = [0, 1, 2, 3, 0, 1];
         let norm = Normalization { mean: vec![0.5; 3], std: vec![0.25; 3] };
         let pgd = Pgd { epsilon: 8.0, steps: 5, step_size: 2.0 };
-        let (adv, fooled) = perturb(&model, &images, shape, &labels, 4, &norm, &pgd, 4, &device);
+        let set = ImageSet::new(ImageShape { channels: 3, height: 8, width: 8 }, images.clone(), labels.to_vec()).unwrap();
+        let (adv, fooled) = perturb(&model, &set, 4, &norm, &pgd, 4, &device);
         assert_eq!((adv.len(), fooled.len()), (images.len(), 6));
         assert!(adv.iter().zip(&images).all(|(&a, &o)| (a as i32 - o as i32).abs() <= 8), "outside the ε-ball");
         assert!(adv.iter().zip(&images).any(|(a, o)| a != o), "nothing moved");
@@ -106,6 +108,6 @@ mod tests {
         let after = loss(&model, &adv, shape, &labels, &norm);
         assert!(after > before, "PGD must raise the loss: {before} -> {after}");
         let none = Pgd { steps: 0, ..pgd };
-        assert_eq!(perturb(&model, &images, shape, &labels, 4, &norm, &none, 4, &device).0, images, "zero steps change nothing");
+        assert_eq!(perturb(&model, &set, 4, &norm, &none, 4, &device).0, images, "zero steps change nothing");
     }
 }

@@ -132,13 +132,29 @@ pub fn epoch_order(members: &[usize], seed: u64, epoch: usize) -> Vec<usize> {
     order
 }
 
-/// The batch of `indices` in `views` independently augmented views, view after view:
-/// images [views·n, C, H, W], labels and indices repeated per view. Batch `batch` of `epoch`
+/// How a training batch turns each chosen image into input rows: `count` independently
+/// augmented views, each normalised.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Views {
+    pub count: usize,
+    pub augment: Augment,
+    pub norm: Normalization,
+}
+
+impl Views {
+    /// One augmented view per image.
+    pub fn one(augment: Augment, norm: Normalization) -> Self {
+        Self { count: 1, augment, norm }
+    }
+}
+
+/// The batch of `indices` in `views.count` independently augmented views, view after view:
+/// images [count·n, C, H, W], labels and indices repeated per view. Batch `batch` of `epoch`
 /// draws its randomness from those numbers, so it is the same whatever thread builds it.
-pub fn make_views(set: &ImageSet, indices: &[usize], views: usize, augment: Augment, norm: &Normalization, seed: u64, epoch: usize, batch: usize) -> Batch {
-    let mut all = make_batch(set, indices, augment, norm, derive(seed, epoch, batch, 0, 2));
-    for view in 1..views {
-        let next = make_batch(set, indices, augment, norm, derive(seed, epoch, batch, view, 2));
+pub fn make_views(set: &ImageSet, indices: &[usize], views: &Views, seed: u64, epoch: usize, batch: usize) -> Batch {
+    let mut all = make_batch(set, indices, views.augment, &views.norm, derive(seed, epoch, batch, 0, 2));
+    for view in 1..views.count {
+        let next = make_batch(set, indices, views.augment, &views.norm, derive(seed, epoch, batch, view, 2));
         all.images.extend(next.images);
         all.labels.extend(next.labels);
         all.indices.extend(next.indices);
@@ -149,21 +165,12 @@ pub fn make_views(set: &ImageSet, indices: &[usize], views: usize, augment: Augm
 
 /// Batches of one epoch over `members` ([`make_views`] of `batch_size` members each), built on a
 /// background thread two batches ahead.
-pub fn epoch_batches(
-    set: Arc<ImageSet>,
-    members: &[usize],
-    batch_size: usize,
-    views: usize,
-    augment: Augment,
-    norm: Normalization,
-    seed: u64,
-    epoch: usize,
-) -> Receiver<Batch> {
+pub fn epoch_batches(set: Arc<ImageSet>, members: &[usize], batch_size: usize, views: Views, seed: u64, epoch: usize) -> Receiver<Batch> {
     let order = epoch_order(members, seed, epoch);
     let (tx, rx) = sync_channel(2);
     std::thread::spawn(move || {
         for (b, chunk) in order.chunks(batch_size.max(1)).enumerate() {
-            let batch = make_views(&set, chunk, views, augment, &norm, seed, epoch, b);
+            let batch = make_views(&set, chunk, &views, seed, epoch, b);
             if tx.send(batch).is_err() {
                 return; // the consumer stopped early
             }
@@ -194,7 +201,7 @@ mod tests {
     #[test]
     fn same_seed_same_batches_other_seed_other_batches() {
         let members: Vec<usize> = (0..10).collect();
-        let collect = |seed| epoch_batches(set(), &members, 4, 1, Augment::CROP_FLIP, unit(), seed, 3).iter().collect::<Vec<_>>();
+        let collect = |seed| epoch_batches(set(), &members, 4, Views::one(Augment::CROP_FLIP, unit()), seed, 3).iter().collect::<Vec<_>>();
         let a = collect(7);
         assert_eq!(a, collect(7));
         assert_ne!(a, collect(8));
@@ -208,10 +215,11 @@ mod tests {
     fn views_repeat_the_samples_with_their_own_augmentation() {
         let set = set();
         let jitter = Augment { crop_padding: 1, flip: true };
-        let two = make_views(&set, &[1, 4], 2, jitter, &unit(), 9, 0, 5);
+        let views = |count| Views { count, augment: jitter, norm: unit() };
+        let two = make_views(&set, &[1, 4], &views(2), 9, 0, 5);
         assert_eq!(two.shape, [4, 1, 3, 3]);
         assert_eq!((two.indices, two.labels), (vec![1, 4, 1, 4], vec![1, 1, 1, 1]));
-        assert_eq!(two.images[..18], make_views(&set, &[1, 4], 1, jitter, &unit(), 9, 0, 5).images[..]);
+        assert_eq!(two.images[..18], make_views(&set, &[1, 4], &views(1), 9, 0, 5).images[..]);
         assert_ne!(two.images[..18], two.images[18..], "views are augmented independently");
     }
 

@@ -14,7 +14,7 @@ use rand::seq::index;
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
-use super::batches::{epoch_batches, Normalization};
+use super::batches::{epoch_batches, Normalization, Views};
 use super::checkpoint::{self, CheckpointState};
 use super::eval::{evaluate, Metrics};
 use super::export::{export_pytorch, ModelCard};
@@ -146,7 +146,7 @@ pub fn train_baseline(config: &TrainConfig, backend: Backend, train: &TrainingSe
         progress.start(&format!("epoch {}/{epochs}", epoch + 1), batches, members.len());
         let epoch_start = Instant::now();
         let mut loss_sum = 0.0;
-        for batch in epoch_batches(train.images.clone(), &members, config.train.batch_size, 1, augment, norm.clone(), config.train.seed, epoch).iter() {
+        for batch in epoch_batches(train.images.clone(), &members, config.train.batch_size, Views::one(augment, norm.clone()), config.train.seed, epoch).iter() {
             let b = batch.labels.len();
             let (next, loss) = train_step(model, &mut optim, batch, train.num_classes, lr, &device);
             model = next;

@@ -23,7 +23,7 @@ use vab_data::ImageSet;
 use super::generator::Generator;
 use super::DynamicParams;
 use crate::config::TrainConfig;
-use crate::engine::batches::{epoch_batches, Normalization};
+use crate::engine::batches::{epoch_batches, Normalization, Views};
 use crate::engine::loss::{one_hot, soft_cross_entropy};
 use crate::engine::optim;
 use crate::engine::progress::TrainProgress;
@@ -57,7 +57,7 @@ pub fn train(images: Arc<ImageSet>, num_classes: usize, config: &TrainConfig, pa
     for epoch in 0..params.mask_epochs {
         progress.start(&format!("mask network, epoch {}/{}", epoch + 1, params.mask_epochs), batches, members.len());
         let mut loss_sum = 0.0;
-        for batch in epoch_batches(images.clone(), &members, batch_size, 1, augment, norm.clone(), seed ^ MASK_STAGE, epoch).iter() {
+        for batch in epoch_batches(images.clone(), &members, batch_size, Views::one(augment, norm.clone()), seed ^ MASK_STAGE, epoch).iter() {
             let x: Tensor<4> = Tensor::from_data(TensorData::new(batch.images, batch.shape), device);
             let m = mask.mask(x.clone());
             let norm_loss = relu(m.clone().sub_scalar(params.mask_density)).mean();
@@ -84,7 +84,7 @@ pub fn train(images: Arc<ImageSet>, num_classes: usize, config: &TrainConfig, pa
         let lr = config.train.schedule.lr(config.train.lr, epoch, epochs);
         progress.start(&format!("trigger generator and classifier, epoch {}/{epochs}", epoch + 1), batches, members.len());
         let mut loss_sum = 0.0;
-        for batch in epoch_batches(images.clone(), &members, batch_size, 1, augment, norm.clone(), seed, epoch).iter() {
+        for batch in epoch_batches(images.clone(), &members, batch_size, Views::one(augment, norm.clone()), seed, epoch).iter() {
             let b = batch.labels.len();
             let (n_bd, n_cross) = shares(b, params.attack_ratio, params.cross_ratio);
             let x: Tensor<4> = Tensor::from_data(TensorData::new(batch.images, batch.shape), device);

@@ -33,7 +33,7 @@ use super::semi_supervised::{credible_targets, pseudo_labels, unlabelled_batch, 
 use super::victim::Split;
 use super::Context;
 use crate::config::TrainConfig;
-use crate::engine::batches::{derive, epoch_batches, epoch_order, make_views, Batch};
+use crate::engine::batches::{derive, epoch_batches, epoch_order, make_views, Batch, Views};
 use crate::engine::loss::soft_cross_entropy;
 use crate::engine::optim;
 use crate::models::Network;
@@ -54,6 +54,8 @@ pub struct Suppression {
 /// Figures of one Beneficiary epoch.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct EpochStats {
+    /// The epoch's learning rate.
+    pub lr: f64,
     pub loss: f64,
     /// Images through a training forward pass per second.
     pub img_s: f64,
@@ -119,10 +121,11 @@ impl Beneficiary {
         Self { model, optim: optim::build(&config.train.optimizer) }
     }
 
-    /// Trains one epoch (1-based `epoch`) on the credible set of `split`; in stage 3 also on its
-    /// suspicious set, per `suppression`.
-    pub fn train_epoch(&mut self, ctx: &Context, config: &TrainConfig, vab: &VabConfig, epoch: usize, lr: f64, split: &Split, suppression: Option<&Suppression>) -> EpochStats {
+    /// Trains one epoch (1-based `epoch`, at the learning rate `config.train.schedule` gives it)
+    /// on the credible set of `split`; in stage 3 also on its suspicious set, per `suppression`.
+    pub fn train_epoch(&mut self, ctx: &Context, config: &TrainConfig, vab: &VabConfig, epoch: usize, split: &Split, suppression: Option<&Suppression>) -> EpochStats {
         let start = Instant::now();
+        let lr = config.train.schedule.lr(config.train.lr, epoch - 1, config.train.epochs);
         let seed = ctx.seed ^ STREAM;
         let batch_size = config.train.batch_size;
         let labelled_batches = split.credible.len().div_ceil(batch_size);
@@ -134,11 +137,13 @@ impl Beneficiary {
         let label = format!("beneficiary epoch {epoch}/{} (stage {stage})", config.train.epochs);
         ctx.progress.start(&label, labelled_batches, samples);
         let (mut loss_sum, mut seen, mut share_sum, mut sums) = (0.0, 0usize, 0.0, TargetSums::default());
-        let batches = epoch_batches(ctx.train.images.clone(), &split.credible, batch_size, vab.views, config.train.augment, ctx.norm.clone(), seed, epoch);
+        let credible_views = Views { count: vab.views, augment: config.train.augment, norm: ctx.norm.clone() };
+        let unlabelled_views = Views { count: vab.unlabelled_views, ..credible_views.clone() };
+        let batches = epoch_batches(ctx.train.images.clone(), &split.credible, batch_size, credible_views, seed, epoch);
         for (b, batch) in batches.iter().enumerate() {
             let unlabelled = (unlabelled_size > 0).then(|| {
                 let indices = unlabelled_batch(&unlabelled_order, b, unlabelled_size);
-                make_views(&ctx.train.images, &indices, vab.unlabelled_views, config.train.augment, &ctx.norm, seed ^ 2, epoch, b)
+                make_views(&ctx.train.images, &indices, &unlabelled_views, seed ^ 2, epoch, b)
             });
             let images = batch.labels.len() + unlabelled.as_ref().map_or(0, |u| u.labels.len());
             let mut rng = ChaCha20Rng::seed_from_u64(derive(seed, epoch, b, 0, 3));
@@ -149,6 +154,7 @@ impl Beneficiary {
             ctx.progress.batch(images, loss);
         }
         let stats = EpochStats {
+            lr,
             loss: loss_sum / seen.max(1) as f64,
             img_s: seen as f64 / start.elapsed().as_secs_f64(),
             mix_partner_share: share_sum / labelled_batches.max(1) as f64,
@@ -180,7 +186,7 @@ impl Beneficiary {
             let dims: [usize; 4] = features.shape().as_slice().try_into().expect("feature maps are 4-d");
             attention_maps(&features.try_to_vec::<f32>().expect("f32 features"), dims, [batch.shape[2], batch.shape[3]], vab.attention_upsample)
         });
-        let mixed = mixes::apply(vab.mix, &batch.images, batch.shape, &targets, k, maps.as_deref(), vab.t_m, rng);
+        let mixed = mixes::apply(vab.mix, &batch.images, batch.shape, &targets, maps.as_deref(), vab.t_m, rng);
         let share = mixed.partner_share;
         let y = Tensor::<2>::from_data(TensorData::new(mixed.targets, [batch.shape[0], k]), device);
         let loss = match unlabelled {

@@ -23,9 +23,10 @@ pub fn permutation(n: usize, rng: &mut ChaCha20Rng) -> Vec<usize> {
     p
 }
 
-/// Mixes `images` [n, c, h, w] with soft `targets` [n, K] by `kind`. `maps` are the normalised
-/// attention maps (needed by the attention mixes only).
-pub fn apply(kind: MixKind, images: &[f32], shape: [usize; 4], targets: &[f32], num_classes: usize, maps: Option<&[Vec<f64>]>, t_m: f64, rng: &mut ChaCha20Rng) -> Mixed {
+/// Mixes `images` [n, c, h, w] (n ≥ 1) with soft `targets` [n, K] by `kind`. `maps` are the
+/// normalised attention maps (needed by the attention mixes only).
+pub fn apply(kind: MixKind, images: &[f32], shape: [usize; 4], targets: &[f32], maps: Option<&[Vec<f64>]>, t_m: f64, rng: &mut ChaCha20Rng) -> Mixed {
+    let num_classes = targets.len() / shape[0];
     let partner = permutation(shape[0], rng);
     match kind {
         MixKind::None => Mixed { images: images.to_vec(), targets: targets.to_vec(), partner_share: 0.0 },
@@ -121,7 +122,7 @@ mod tests {
         for kind in [MixKind::None, MixKind::AttentionMix, MixKind::Mixup, MixKind::Cutmix, MixKind::AttentiveCutmix] {
             for seed in 0..20 {
                 let mut rng = ChaCha20Rng::seed_from_u64(seed);
-                let m = apply(kind, &images, [2, 1, 4, 4], &targets, 2, Some(&maps), 0.1, &mut rng);
+                let m = apply(kind, &images, [2, 1, 4, 4], &targets, Some(&maps), 0.1, &mut rng);
                 for row in m.targets.chunks(2) {
                     assert!((row[0] + row[1] - 1.0).abs() < 1e-6 && row.iter().all(|&v| v >= 0.0), "{kind:?}: {row:?}");
                 }
@@ -145,7 +146,7 @@ mod tests {
         // Sample 0's map ranks pixel p as p/15: the top 2 of 16 pixels (≥ the 87.8th percentile) stay.
         let maps: Vec<Vec<f64>> = vec![(0..16).map(|p| p as f64 / 15.0).collect(), vec![0.5; 16]];
         let mut rng = ChaCha20Rng::seed_from_u64(3);
-        let m = apply(MixKind::AttentiveCutmix, &images, [2, 1, 4, 4], &targets, 2, Some(&maps), 0.1, &mut rng);
+        let m = apply(MixKind::AttentiveCutmix, &images, [2, 1, 4, 4], &targets, Some(&maps), 0.1, &mut rng);
         let kept: Vec<usize> = (0..16).filter(|&p| m.images[p] == 1.0).collect();
         let partner = permutation(2, &mut ChaCha20Rng::seed_from_u64(3));
         if partner[0] == 1 {

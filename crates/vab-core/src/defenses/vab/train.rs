@@ -166,14 +166,13 @@ pub fn train_vab(config: &TrainConfig, backend: Backend, train: &TrainingSet, ev
     let (wall_before, mut stage_before) = (state.wall_s - elapsed(0.0), state.stage_s - elapsed(0.0));
     for epoch in state.beneficiary_epochs + 1..=epochs {
         let stage = if epoch <= vab.stage2_epochs { Stage::Clean } else { Stage::Suppression };
-        let lr = config.train.schedule.lr(config.train.lr, epoch - 1, epochs);
         let temperature = Some(vab.temperature);
         let suppression = (stage == Stage::Suppression).then(|| Suppression {
             alpha: vab.ablation.semi_supervised.then(|| vab.alpha_at(epoch - vab.stage2_epochs - 1, stage3_epochs)),
             credible: temperature.filter(|_| vab.ablation.suppress_credible),
             suspicious: temperature.filter(|_| vab.ablation.suppress_suspicious),
         });
-        let stats = beneficiary.train_epoch(&ctx, config, vab, epoch, lr, &state.split, suppression.as_ref());
+        let stats = beneficiary.train_epoch(&ctx, config, vab, epoch, &state.split, suppression.as_ref());
         state.rates.push(stats.img_s);
         if stage == Stage::Suppression || epoch % vab.refresh_every == 0 {
             victim.train_epoch(&ctx, &state.split.suspicious)?;
@@ -185,7 +184,7 @@ pub fn train_vab(config: &TrainConfig, backend: Backend, train: &TrainingSet, ev
         if let Some(m) = &metrics {
             progress.finish(&format!("beneficiary epoch {epoch}: {}", m.describe()));
         }
-        ctx.record(&Event::Beneficiary { epoch, stage, lr, loss: stats.loss, img_s: stats.img_s, mix_partner_share: stats.mix_partner_share, suppression: stats.suppression.clone(), metrics: metrics.clone() })?;
+        ctx.record(&Event::Beneficiary { epoch, stage, lr: stats.lr, loss: stats.loss, img_s: stats.img_s, mix_partner_share: stats.mix_partner_share, suppression: stats.suppression.clone(), metrics: metrics.clone() })?;
         state.stage_s = elapsed(stage_before);
         if stage_ends {
             state.stages.push(StageTime { stage, wall_s: state.stage_s });

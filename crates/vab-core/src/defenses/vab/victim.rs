@@ -25,7 +25,7 @@ use super::gmm::Mixture;
 use super::threshold::Warmup;
 use super::{Context, Event, RefreshEvent, RefreshObserver, Stage};
 use crate::config::OptimizerConfig;
-use crate::engine::batches::{epoch_batches, epoch_order, plain_batches, Normalization};
+use crate::engine::batches::{epoch_batches, epoch_order, plain_batches, Normalization, Views};
 use crate::engine::eval::{evaluate, logits};
 use crate::engine::optim;
 use crate::engine::step::train_step;
@@ -121,7 +121,7 @@ impl Victim {
         let label = format!("victim epoch {} ({} samples)", self.state.epochs, members.len());
         ctx.progress.start(&label, members.len().div_ceil(self.params.batch_size), members.len());
         let mut loss_sum = 0.0;
-        let batches = epoch_batches(ctx.train.images.clone(), members, self.params.batch_size, 1, self.params.augment, ctx.norm.clone(), ctx.seed ^ STREAM, self.state.epochs);
+        let batches = epoch_batches(ctx.train.images.clone(), members, self.params.batch_size, Views::one(self.params.augment, ctx.norm.clone()), ctx.seed ^ STREAM, self.state.epochs);
         for batch in batches.iter() {
             let b = batch.labels.len();
             let model = self.model.clone();
