@@ -1,5 +1,6 @@
 //! Reporting of V&B's splits against the bundle's poison flags: per refresh a line of
-//! `refreshes.jsonl` (sizes, t_f, detection precision/recall/FPR) and a clean-vs-poisoned
+//! `refreshes.jsonl` (sizes, t_f, detection precision/recall/FPR, the suspicious set's count per
+//! training label) and a clean-vs-poisoned
 //! entropy histogram `entropy/refresh-NN.png` (like paper Fig. 1 and 4); at the end
 //! `suspicious.csv`. The flags stay here; V&B only ever receives the log line.
 
@@ -30,6 +31,9 @@ struct RefreshLine {
     t_f: f64,
     #[serde(flatten)]
     detection: Detection,
+    /// Suspicious samples per training label: an all-to-one attack's poison piles up on the
+    /// target label, while clean samples V&B flags tend to gather in a few easy classes.
+    suspicious_by_label: Vec<usize>,
 }
 
 /// Scores and draws every refresh of one run.
@@ -37,13 +41,16 @@ pub struct DetectionLog {
     run: PathBuf,
     /// Poison flag of each training sample V&B sees (aligned with its indices).
     poisoned: Vec<bool>,
+    /// Training label of each of those samples.
+    labels: Vec<u16>,
+    num_classes: usize,
 }
 
 impl DetectionLog {
-    /// `poisoned` must be aligned with the samples V&B trains on.
-    pub fn new(run: &Path, poisoned: Vec<bool>) -> anyhow::Result<Self> {
+    /// `poisoned` and `labels` must be aligned with the samples V&B trains on.
+    pub fn new(run: &Path, poisoned: Vec<bool>, labels: Vec<u16>, num_classes: usize) -> anyhow::Result<Self> {
         std::fs::create_dir_all(run.join("entropy")).with_context(|| format!("{}: cannot create", run.join("entropy").display()))?;
-        Ok(Self { run: run.to_path_buf(), poisoned })
+        Ok(Self { run: run.to_path_buf(), poisoned, labels, num_classes })
     }
 
     /// Detection figures of `split`.
@@ -79,12 +86,31 @@ impl RefreshObserver for DetectionLog {
     fn refresh(&mut self, event: &RefreshEvent) -> vab_core::Result<String> {
         let split = event.split;
         let detection = self.score(split);
-        let line = RefreshLine { refresh: event.refresh, stage: event.stage, victim_epochs: event.victim_epochs, beneficiary_epoch: event.beneficiary_epoch, t_f: split.t_f, detection: detection.clone() };
+        let by_label = label_counts(&split.suspicious, &self.labels, self.num_classes);
+        let line = RefreshLine { refresh: event.refresh, stage: event.stage, victim_epochs: event.victim_epochs, beneficiary_epoch: event.beneficiary_epoch, t_f: split.t_f, detection: detection.clone(), suspicious_by_label: by_label.clone() };
         append_jsonl(&self.run.join("refreshes.jsonl"), &line)?;
         let png = self.run.join("entropy").join(format!("refresh-{:02}.png", event.refresh));
         let title = format!("refresh {} ({}), Beneficiary epoch {}", event.refresh, event.stage, event.beneficiary_epoch);
         histogram(&split.normalised, &self.poisoned, split.t_f, &title).save(&png).map_err(|e| vab_core::CoreError::file(&png, e))?;
-        Ok(detection.describe())
+        Ok(format!("{}{}", detection.describe(), largest_label_share(&by_label)))
+    }
+}
+
+/// How many of the samples `members` (indices into `labels`) carry each label.
+fn label_counts(members: &[usize], labels: &[u16], num_classes: usize) -> Vec<usize> {
+    let mut counts = vec![0; num_classes];
+    for &i in members {
+        counts[labels[i] as usize] += 1;
+    }
+    counts
+}
+
+/// ", suspicious set NN% label L" for the most frequent label, or nothing for an empty set.
+fn largest_label_share(counts: &[usize]) -> String {
+    let total: usize = counts.iter().sum();
+    match counts.iter().enumerate().max_by_key(|&(label, &n)| (n, std::cmp::Reverse(label))) {
+        Some((label, &n)) if total > 0 => format!(", suspicious set {:.0}% label {label}", 100.0 * n as f64 / total as f64),
+        _ => String::new(),
     }
 }
 
@@ -140,5 +166,16 @@ mod tests {
         let c = counts(&[0.0, 0.019, 0.02, 0.5, 1.0], &[false, false, false, true, false], false);
         assert_eq!((c[0], c[1], c[BINS - 1]), (2, 1, 1));
         assert_eq!(c.iter().sum::<usize>(), 4);
+    }
+
+    #[test]
+    fn suspicious_samples_are_counted_per_label() {
+        let labels = [2, 0, 2, 1, 2];
+        let counts = label_counts(&[0, 2, 3], &labels, 4);
+        assert_eq!(counts, vec![0, 1, 2, 0]);
+        assert_eq!(largest_label_share(&counts), ", suspicious set 67% label 2");
+        // Ties go to the lower label; an empty set says nothing.
+        assert_eq!(largest_label_share(&label_counts(&[1, 3], &labels, 4)), ", suspicious set 50% label 0");
+        assert_eq!(largest_label_share(&label_counts(&[], &labels, 4)), "");
     }
 }

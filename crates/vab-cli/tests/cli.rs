@@ -287,6 +287,11 @@ fn real_cifar10_badnets_vab_warm_up_catches_the_poison_and_the_model_loads_in_py
     let recall = warm_up.last().expect("a warm-up refresh")["recall"].as_f64().unwrap();
     eprintln!("BadNets recall after warm-up: {recall:.2}%");
     assert!(recall >= 95.0, "recall after warm-up {recall:.2}% < 95%");
+    // The poison carries the target label 0, so the suspicious set piles up there.
+    let last = warm_up.last().unwrap();
+    let by_label: Vec<u64> = last["suspicious_by_label"].as_array().unwrap().iter().map(|n| n.as_u64().unwrap()).collect();
+    assert_eq!((by_label.len(), by_label.iter().sum::<u64>()), (10, last["suspicious"].as_u64().unwrap()));
+    assert_eq!(by_label.iter().enumerate().max_by_key(|&(_, n)| n).unwrap().0, 0, "{by_label:?}");
     let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
     assert!(summary["ba"].as_f64().unwrap() > 20.0 && summary["detection"]["recall"].as_f64().is_some(), "{summary}");
     let csv = std::fs::read_to_string(run.join("suspicious.csv")).unwrap();

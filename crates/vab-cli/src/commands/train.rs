@@ -71,7 +71,8 @@ pub fn train_run(inputs: &RunInputs, config_text: &str, config_file: &Path, run_
 /// `--defense vab`: the run, then the reporting that needs the poison flags.
 fn train_vab_run(config: &TrainConfig, inputs: &RunInputs, train: &TrainingSet, evals: &EvalSets, truth: &GroundTruth, run_dir: &Path, resume: bool) -> anyhow::Result<()> {
     let members = training_members(config, train.images.len());
-    let mut log = DetectionLog::new(run_dir, members.iter().map(|&i| truth.poisoned[i]).collect())?;
+    let labels = members.iter().map(|&i| train.images.labels()[i]).collect();
+    let mut log = DetectionLog::new(run_dir, members.iter().map(|&i| truth.poisoned[i]).collect(), labels, train.num_classes)?;
     let outcome = train_vab(config, inputs.backend, train, evals, run_dir, resume, &EpochBar::new(), &mut log)?;
     log.write_suspicious_csv(&outcome.split, &outcome.members)?;
     let summary = outcome.summary(Some(log.score(&outcome.split)));
