@@ -101,7 +101,7 @@ pub fn label_consistent(dataset: &Dataset, source: &str, params: &ClParams, spec
     let trigger = vab_attacks::build("badnets", &params.trigger, shape, spec.seed).map_err(|e| CoreError::Invalid(format!("CL trigger: {e}")))?;
 
     // The surrogate: trained once per (data, configuration).
-    let surrogate_key = training_key(&config_text, &[], &dataset.train);
+    let surrogate_key = training_key(&config, &[], &dataset.train);
     let surrogate_dir = cache.join(format!("surrogate-{surrogate_key}"));
     let clean = Bundle::clean(dataset.clone(), source);
     let (train, evals, _) = crate::data::split(clean).map_err(CoreError::Invalid)?;

@@ -8,6 +8,8 @@ pub mod pgd;
 use sha2::{Digest, Sha256};
 use vab_data::ImageSet;
 
+use crate::config::TrainConfig;
+
 /// Names of the attacks that need a model (`vab poison --attack`), beside vab-attacks' list.
 pub const MODEL_ATTACKS: [&str; 2] = ["cl", "dynamic"];
 
@@ -16,13 +18,33 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Cache key of a model an attack trains: what it depends on is its configuration's text,
-/// `params` (the attack's own settings, serialised) and the training data, pixels and labels.
-fn training_key(config_text: &str, params: &[u8], train: &ImageSet) -> String {
+/// Cache key of a model an attack trains: what it depends on is its training configuration
+/// (the parsed values, so that editing a comment in the file keeps the cache), `params` (the
+/// attack's own settings, serialised) and the training data, pixels and labels.
+fn training_key(config: &TrainConfig, params: &[u8], train: &ImageSet) -> String {
     let mut key = Sha256::new();
-    key.update(config_text.as_bytes());
+    key.update(serde_json::to_vec(config).expect("a configuration serialises"));
     key.update(params);
     key.update(train.pixels());
     key.update(train.labels().iter().flat_map(|l| l.to_le_bytes()).collect::<Vec<u8>>());
     hex(&key.finalize()[..8])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vab_data::ImageShape;
+
+    #[test]
+    fn the_cache_key_follows_the_configuration_values_not_its_comments() {
+        let shape = ImageShape { channels: 1, height: 2, width: 2 };
+        let train = ImageSet::new(shape, vec![0, 1, 2, 3, 4, 5, 6, 7], vec![0, 1]).unwrap();
+        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../configs/cpu-surrogate.toml")).unwrap();
+        let key = |text: &str| training_key(&TrainConfig::from_toml(text).unwrap(), b"p", &train);
+        assert_eq!(key(&text), key(&format!("# another comment\n{text}")));
+        assert_ne!(key(&text), key(&text.replace("epochs = 8", "epochs = 9")));
+        assert_ne!(key(&text), training_key(&TrainConfig::from_toml(&text).unwrap(), b"q", &train));
+        let relabelled = ImageSet::new(shape, vec![0, 1, 2, 3, 4, 5, 6, 7], vec![1, 1]).unwrap();
+        assert_ne!(key(&text), training_key(&TrainConfig::from_toml(&text).unwrap(), b"p", &relabelled));
+    }
 }

@@ -207,9 +207,9 @@ pub fn input_aware(dataset: &Dataset, source: &str, params: &DynamicParams, spec
     if !shape.height.is_multiple_of(8) || !shape.width.is_multiple_of(8) {
         return Err(CoreError::Invalid(format!("dynamic: the generator needs image sides divisible by 8, not {}×{}", shape.height, shape.width)));
     }
-    // The key holds the surrogate configuration's text, not its path.
+    // The key holds the surrogate configuration's values, not its path.
     let keyed = DynamicParams { surrogate: PathBuf::new(), ..params.clone() };
-    let key = training_key(&config_text, &serde_json::to_vec(&(keyed, spec.target)).expect("serialises"), &dataset.train);
+    let key = training_key(&config, &serde_json::to_vec(&(keyed, spec.target)).expect("serialises"), &dataset.train);
     let dir = cache.join(format!("dynamic-{key}"));
     let inference = backend.device().map_err(CoreError::Invalid)?;
     let files = ["pattern.bpk", "mask.bpk"].map(|f| dir.join(f));
