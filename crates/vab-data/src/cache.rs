@@ -115,23 +115,16 @@ mod tests {
     }
 
     #[test]
-    fn directory_key_sees_file_names_inside() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(dir.path().join("train/a")).unwrap();
-        std::fs::write(dir.path().join("train/a/1.png"), b"x").unwrap();
-        let before = cache_path(dir.path(), dir.path(), None).unwrap();
-        std::fs::rename(dir.path().join("train/a"), dir.path().join("train/b")).unwrap();
-        assert_ne!(before, cache_path(dir.path(), dir.path(), None).unwrap());
-    }
-
-    #[test]
-    fn directory_key_sees_files_inside() {
+    fn directory_key_sees_files_and_their_names_inside() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("train/a")).unwrap();
         std::fs::write(dir.path().join("train/a/1.png"), b"x").unwrap();
         let before = cache_path(dir.path(), dir.path(), None).unwrap();
         std::fs::write(dir.path().join("train/a/2.png"), b"y").unwrap();
-        assert_ne!(before, cache_path(dir.path(), dir.path(), None).unwrap());
+        let added = cache_path(dir.path(), dir.path(), None).unwrap();
+        assert_ne!(before, added);
+        std::fs::rename(dir.path().join("train/a"), dir.path().join("train/b")).unwrap();
+        assert_ne!(added, cache_path(dir.path(), dir.path(), None).unwrap());
     }
 
     #[test]
