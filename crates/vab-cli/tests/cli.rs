@@ -442,6 +442,21 @@ fn label_consistent_attack_trains_a_surrogate_perturbs_within_epsilon_and_caches
 }
 
 #[test]
+fn a_missing_surrogate_file_is_named_once_with_the_reason() {
+    let tmp = tempfile::tempdir().unwrap();
+    tiny_cifar10(tmp.path(), 4);
+    let out = tmp.path().join("out.safetensors");
+    for attack in ["cl", "dynamic"] {
+        let extra = ["--attack", attack, "--set", "surrogate=configs/absent.toml"];
+        let run = vab(&poison_args(tmp.path().to_str().unwrap(), out.to_str().unwrap(), &extra), tmp.path());
+        assert_clean_error(&run, "configs/absent.toml: cannot read the surrogate's training configuration");
+        let stderr = text(&run.stderr).to_lowercase();
+        assert_eq!(stderr.matches("no such file").count(), 1, "{stderr}");
+        assert!(stderr.contains("working directory"), "{stderr}");
+    }
+}
+
+#[test]
 fn dynamic_attack_trains_its_generator_poisons_with_cross_samples_and_caches() {
     let tmp = tempfile::tempdir().unwrap();
     tiny_cifar10(tmp.path(), 40);

@@ -5,8 +5,10 @@ use std::path::PathBuf;
 /// Why a training run could not start, continue or finish.
 #[derive(Debug, thiserror::Error)]
 pub enum CoreError {
-    #[error("{}: {source}", path.display())]
-    Io { path: PathBuf, source: std::io::Error },
+    /// `error` is deliberately not a `source`: the message already holds it, and a source would
+    /// print it twice in an error chain (`error: file: reason: reason`).
+    #[error("{}: {error}", path.display())]
+    Io { path: PathBuf, error: std::io::Error },
     #[error("{}: {message}", path.display())]
     File { path: PathBuf, message: String },
     #[error("{0}")]
@@ -15,7 +17,7 @@ pub enum CoreError {
 
 impl CoreError {
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        CoreError::Io { path: path.into(), source }
+        CoreError::Io { path: path.into(), error: source }
     }
 
     pub fn file(path: impl Into<PathBuf>, message: impl std::fmt::Display) -> Self {

@@ -9,8 +9,10 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
     /// The operating system refused a read or write.
-    #[error("{}: {source}", path.display())]
-    Io { path: PathBuf, source: std::io::Error },
+    /// `error` is deliberately not a `source`: the message already holds it, and a source would
+    /// print it twice in an error chain (`error: file: reason: reason`).
+    #[error("{}: {error}", path.display())]
+    Io { path: PathBuf, error: std::io::Error },
     /// The file exists but its content is not what the format requires.
     #[error("{}: {message}", path.display())]
     Invalid { path: PathBuf, message: String },
@@ -30,7 +32,7 @@ impl DataError {
 
     /// Wraps an I/O error with the path it happened on.
     pub fn io(path: impl AsRef<Path>, source: std::io::Error) -> Self {
-        DataError::Io { path: path.as_ref().to_path_buf(), source }
+        DataError::Io { path: path.as_ref().to_path_buf(), error: source }
     }
 }
 

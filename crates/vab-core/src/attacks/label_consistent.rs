@@ -13,10 +13,9 @@ use vab_attacks::select::{poison_indices, RateConvention};
 use vab_attacks::{Attack, LabelMode};
 use vab_data::{Bundle, Dataset};
 
-use super::{hex, training_key};
+use super::{hex, surrogate_config, training_key};
 use super::pgd::{perturb, Pgd};
 use crate::backend::Backend;
-use crate::config::TrainConfig;
 use crate::engine::batches::Normalization;
 use crate::engine::checkpoint;
 use crate::engine::optim;
@@ -95,8 +94,7 @@ impl Attack for Stamp {
 /// Poisons `dataset` with CL-ε. `cache` holds the surrogate's run directory and the perturbed
 /// images; `backend` trains and attacks with the surrogate.
 pub fn label_consistent(dataset: &Dataset, source: &str, params: &ClParams, spec: &PoisonSpec, cache: &Path, backend: Backend, progress: &dyn TrainProgress) -> Result<(Bundle, AttackRecord, ClReport)> {
-    let config_text = std::fs::read_to_string(&params.surrogate).map_err(|e| CoreError::io(&params.surrogate, e))?;
-    let config = TrainConfig::from_toml(&config_text).map_err(|e| CoreError::file(&params.surrogate, e))?;
+    let config = surrogate_config(&params.surrogate)?;
     let shape = dataset.shape();
     let trigger = vab_attacks::build("badnets", &params.trigger, shape, spec.seed).map_err(|e| CoreError::Invalid(format!("CL trigger: {e}")))?;
 

@@ -5,10 +5,13 @@ pub mod input_aware;
 pub mod label_consistent;
 pub mod pgd;
 
+use std::path::Path;
+
 use sha2::{Digest, Sha256};
 use vab_data::ImageSet;
 
 use crate::config::TrainConfig;
+use crate::error::{CoreError, Result};
 
 /// Names of the attacks that need a model (`vab poison --attack`), beside vab-attacks' list.
 pub const MODEL_ATTACKS: [&str; 2] = ["cl", "dynamic"];
@@ -16,6 +19,12 @@ pub const MODEL_ATTACKS: [&str; 2] = ["cl", "dynamic"];
 /// Lower-case hex of `bytes` (cache keys).
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The training configuration of an attack's own classifier (the `surrogate` parameter).
+fn surrogate_config(path: &Path) -> Result<TrainConfig> {
+    let text = std::fs::read_to_string(path).map_err(|e| CoreError::file(path, format!("cannot read the surrogate's training configuration: {e} (a relative path is read from the working directory)")))?;
+    TrainConfig::from_toml(&text).map_err(|e| CoreError::file(path, e))
 }
 
 /// Cache key of a model an attack trains: what it depends on is its training configuration

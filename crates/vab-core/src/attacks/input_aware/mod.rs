@@ -31,9 +31,8 @@ use vab_data::{Bundle, Dataset, ImageShape};
 
 pub use generator::{upsample2x_bilinear, Generator};
 
-use super::training_key;
+use super::{surrogate_config, training_key};
 use crate::backend::Backend;
-use crate::config::TrainConfig;
 use crate::engine::batches::Normalization;
 use crate::engine::eval::evaluate;
 use crate::engine::progress::TrainProgress;
@@ -193,8 +192,7 @@ fn save(net: &Generator, file: &Path) -> Result<()> {
 /// Poisons `dataset` with the input-aware attack, training (or reusing from `cache`) its
 /// networks on `backend`.
 pub fn input_aware(dataset: &Dataset, source: &str, params: &DynamicParams, spec: &PoisonSpec, cache: &Path, backend: Backend, progress: &dyn TrainProgress) -> Result<(Bundle, AttackRecord, DynamicReport)> {
-    let config_text = std::fs::read_to_string(&params.surrogate).map_err(|e| CoreError::io(&params.surrogate, e))?;
-    let config = TrainConfig::from_toml(&config_text).map_err(|e| CoreError::file(&params.surrogate, e))?;
+    let config = surrogate_config(&params.surrogate)?;
     for (name, ratio) in [("attack_ratio", params.attack_ratio), ("cross_ratio", params.cross_ratio)] {
         if !(0.0..0.5).contains(&ratio) {
             return Err(CoreError::Invalid(format!("dynamic: {name} = {ratio} must be in [0, 0.5)")));
