@@ -46,11 +46,11 @@ pub fn poison_with(dataset: &Dataset, source: &str, name: &str, params: &serde_j
             let params: ClParams = serde_json::from_value(params.clone()).context("cl parameters (epsilon, steps, step_size, surrogate = a training configuration file, trigger)")?;
             let (bundle, record, report) = label_consistent(dataset, source, &params, spec, &cache(), Backend::Flex, &EpochBar::new())?;
             eprintln!(
-                "cl: surrogate BA {:.2}% ({}); PGD moved {} target-class images, the surrogate misclassifies {:.2}% of them{}",
+                "cl: surrogate BA {:.2}% ({}); PGD moved {} target-class images{}{}",
                 report.surrogate_ba,
                 report.surrogate_dir.display(),
                 report.perturbed,
-                report.pgd_success,
+                report.pgd_success.map(|p| format!(", the surrogate misclassifies {p:.2}% of them")).unwrap_or_default(),
                 if report.reused { " (perturbations from the cache)" } else { "" }
             );
             Ok((bundle, record))

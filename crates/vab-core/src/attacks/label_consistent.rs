@@ -62,8 +62,9 @@ fn vab_trigger() -> serde_json::Value {
 pub struct ClReport {
     /// The surrogate's clean test accuracy, percent.
     pub surrogate_ba: f64,
-    /// Share of the perturbed images the surrogate misclassifies, percent.
-    pub pgd_success: f64,
+    /// Share of the perturbed images the surrogate misclassifies, percent; None when no image
+    /// was perturbed (rate 0).
+    pub pgd_success: Option<f64>,
     pub perturbed: usize,
     pub surrogate_dir: PathBuf,
     /// Whether the perturbed images came from the cache.
@@ -147,7 +148,7 @@ pub fn label_consistent(dataset: &Dataset, source: &str, params: &ClParams, spec
     }
     let report = ClReport {
         surrogate_ba: summary.ba,
-        pgd_success: 100.0 * fooled.iter().filter(|&&f| f).count() as f64 / fooled.len().max(1) as f64,
+        pgd_success: success_rate(&fooled),
         perturbed: chosen.len(),
         surrogate_dir,
         reused,
@@ -161,4 +162,20 @@ pub fn label_consistent(dataset: &Dataset, source: &str, params: &ClParams, spec
     let spec = PoisonSpec { convention: Some(convention), ..spec.clone() };
     let (bundle, record) = poison(&perturbed, source, &stamp, &spec).map_err(|e| CoreError::Invalid(e.to_string()))?;
     Ok((bundle, record, report))
+}
+
+/// Percent of `fooled` that is true; None for no images (0 of 0 is no rate).
+fn success_rate(fooled: &[bool]) -> Option<f64> {
+    (!fooled.is_empty()).then(|| 100.0 * fooled.iter().filter(|&&f| f).count() as f64 / fooled.len() as f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::success_rate;
+
+    #[test]
+    fn success_rate_is_a_percentage_and_absent_for_no_images() {
+        assert_eq!(success_rate(&[true, false, true, true]), Some(75.0));
+        assert_eq!(success_rate(&[]), None);
+    }
 }
