@@ -16,8 +16,8 @@ pub enum CoreError {
 }
 
 impl CoreError {
-    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        CoreError::Io { path: path.into(), error: source }
+    pub fn io(path: impl Into<PathBuf>, error: std::io::Error) -> Self {
+        CoreError::Io { path: path.into(), error }
     }
 
     pub fn file(path: impl Into<PathBuf>, message: impl std::fmt::Display) -> Self {

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
     /// The operating system refused a read or write.
+    ///
     /// `error` is deliberately not a `source`: the message already holds it, and a source would
     /// print it twice in an error chain (`error: file: reason: reason`).
     #[error("{}: {error}", path.display())]
@@ -31,8 +32,8 @@ impl DataError {
     }
 
     /// Wraps an I/O error with the path it happened on.
-    pub fn io(path: impl AsRef<Path>, source: std::io::Error) -> Self {
-        DataError::Io { path: path.as_ref().to_path_buf(), error: source }
+    pub fn io(path: impl AsRef<Path>, error: std::io::Error) -> Self {
+        DataError::Io { path: path.as_ref().to_path_buf(), error }
     }
 }
 
