@@ -15,6 +15,8 @@ pub struct CellResult {
     pub seed: u64,
     pub ba: f64,
     pub asr: Option<f64>,
+    /// The ASR's success test on the untriggered originals (absent from older summaries).
+    pub asr_untriggered: Option<f64>,
     pub ra: Option<f64>,
     /// Detection of the poisoned training samples by the final split (V&B only).
     pub precision: Option<f64>,
@@ -33,6 +35,7 @@ impl CellResult {
             seed,
             ba: number("ba").ok_or("summary.json has no `ba`")?,
             asr: number("asr"),
+            asr_untriggered: number("asr_untriggered"),
             ra: number("ra"),
             precision: detection("precision"),
             recall: detection("recall"),
@@ -75,6 +78,7 @@ pub struct Aggregate {
     pub seeds: usize,
     pub ba: Stat,
     pub asr: Option<Stat>,
+    pub asr_untriggered: Option<Stat>,
     pub ra: Option<Stat>,
     pub precision: Option<Stat>,
     pub recall: Option<Stat>,
@@ -99,6 +103,7 @@ pub fn aggregate(cells: &[CellResult]) -> Vec<Aggregate> {
                 seeds: group.len(),
                 ba: stat(|c| Some(c.ba)).expect("BA is always present"),
                 asr: stat(|c| c.asr),
+                asr_untriggered: stat(|c| c.asr_untriggered),
                 ra: stat(|c| c.ra),
                 precision: stat(|c| c.precision),
                 recall: stat(|c| c.recall),
@@ -110,13 +115,13 @@ pub fn aggregate(cells: &[CellResult]) -> Vec<Aggregate> {
 
 /// The Markdown table of `rows`, under `heading` (a few lines saying what and where).
 pub fn markdown(heading: &str, rows: &[Aggregate]) -> String {
-    let mut out = format!("{heading}\n\n| attack | defense | seeds | BA % | ASR % | RA % | precision % | recall % | wall s |\n|---|---|---|---|---|---|---|---|---|\n");
+    let mut out = format!("{heading}\n\n| attack | defense | seeds | BA % | ASR % | ASR w/o trigger % | RA % | precision % | recall % | wall s |\n|---|---|---|---|---|---|---|---|---|---|\n");
     for r in rows {
         let show = |s: Option<Stat>, d: usize| Stat::show(s, r.seeds, d);
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-            r.attack, r.defense, r.seeds, show(Some(r.ba), 2), show(r.asr, 2), show(r.ra, 2), show(r.precision, 1), show(r.recall, 1), show(Some(r.wall_s), 0)
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            r.attack, r.defense, r.seeds, show(Some(r.ba), 2), show(r.asr, 2), show(r.asr_untriggered, 2), show(r.ra, 2), show(r.precision, 1), show(r.recall, 1), show(Some(r.wall_s), 0)
         );
     }
     out
@@ -125,9 +130,9 @@ pub fn markdown(heading: &str, rows: &[Aggregate]) -> String {
 /// One line per cell.
 pub fn csv(cells: &[CellResult]) -> String {
     let opt = |v: Option<f64>| v.map_or(String::new(), |v| v.to_string());
-    let mut out = String::from("attack,defense,seed,ba,asr,ra,precision,recall,wall_s\n");
+    let mut out = String::from("attack,defense,seed,ba,asr,asr_untriggered,ra,precision,recall,wall_s\n");
     for c in cells {
-        let _ = writeln!(out, "{},{},{},{},{},{},{},{},{}", c.attack, c.defense, c.seed, c.ba, opt(c.asr), opt(c.ra), opt(c.precision), opt(c.recall), c.wall_s);
+        let _ = writeln!(out, "{},{},{},{},{},{},{},{},{},{}", c.attack, c.defense, c.seed, c.ba, opt(c.asr), opt(c.asr_untriggered), opt(c.ra), opt(c.precision), opt(c.recall), c.wall_s);
     }
     out
 }
@@ -147,7 +152,7 @@ mod tests {
     use super::*;
 
     fn cell(attack: &str, defense: &str, seed: u64, ba: f64, asr: Option<f64>, recall: Option<f64>) -> CellResult {
-        CellResult { attack: attack.into(), defense: defense.into(), seed, ba, asr, ra: asr.map(|a| 100.0 - a), precision: recall, recall, wall_s: 10.0 * (seed + 1) as f64 }
+        CellResult { attack: attack.into(), defense: defense.into(), seed, ba, asr, asr_untriggered: asr.map(|a| a / 2.0), ra: asr.map(|a| 100.0 - a), precision: recall, recall, wall_s: 10.0 * (seed + 1) as f64 }
     }
 
     #[test]
@@ -170,17 +175,19 @@ mod tests {
         assert_eq!(rows[2].asr, None);
 
         let md = markdown("# t", &rows);
-        assert!(md.contains("| badnets | vab | 2 | 62.00 ± 2.83 | 3.00 ± 1.41 | 97.00 ± 1.41 | 95.0 ± 7.1 | 95.0 ± 7.1 | 15 ± 7 |"), "{md}");
-        assert!(md.contains("| clean | vab | 1 | 66.00 | — | — | — | — | 10 |"), "{md}");
+        assert_eq!(rows[0].asr_untriggered, Some(Stat { mean: 1.5, std: 0.5f64.sqrt() }));
+        assert!(md.contains("| badnets | vab | 2 | 62.00 ± 2.83 | 3.00 ± 1.41 | 1.50 ± 0.71 | 97.00 ± 1.41 | 95.0 ± 7.1 | 95.0 ± 7.1 | 15 ± 7 |"), "{md}");
+        assert!(md.contains("| clean | vab | 1 | 66.00 | — | — | — | — | — | 10 |"), "{md}");
         let csv = csv(&cells);
-        assert_eq!(csv.lines().nth(4), Some("clean,vab,0,66,,,,,10"));
+        assert_eq!(csv.lines().nth(1), Some("badnets,vab,0,60,2,1,98,90,90,10"));
+        assert_eq!(csv.lines().nth(4), Some("clean,vab,0,66,,,,,,10"));
     }
 
     #[test]
     fn cells_read_their_summaries() {
-        let summary = serde_json::json!({"ba": 56.85, "asr": 1.94, "ra": 58.2, "wall_s": 580.0, "detection": {"precision": 98.0, "recall": 100.0}});
+        let summary = serde_json::json!({"ba": 56.85, "asr": 1.94, "asr_untriggered": 1.5, "ra": 58.2, "wall_s": 580.0, "detection": {"precision": 98.0, "recall": 100.0}});
         let c = CellResult::from_summary("badnets", "vab", 0, &summary).unwrap();
-        assert_eq!((c.ba, c.asr, c.precision, c.recall, c.wall_s), (56.85, Some(1.94), Some(98.0), Some(100.0), 580.0));
+        assert_eq!((c.ba, c.asr, c.asr_untriggered, c.precision, c.recall, c.wall_s), (56.85, Some(1.94), Some(1.5), Some(98.0), Some(100.0), 580.0));
         let none = serde_json::json!({"ba": 67.0, "asr": null, "ra": null, "wall_s": 200.0});
         assert_eq!(CellResult::from_summary("clean", "none", 0, &none).unwrap().recall, None);
         assert!(CellResult::from_summary("x", "y", 0, &serde_json::json!({"ba": 1.0})).unwrap_err().contains("wall_s"));

@@ -300,6 +300,8 @@ fn real_cifar10_badnets_vab_warm_up_catches_the_poison_and_the_model_loads_in_py
     assert_eq!(by_label.iter().enumerate().max_by_key(|&(_, n)| n).unwrap().0, 0, "{by_label:?}");
     let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
     assert!(summary["ba"].as_f64().unwrap() > 20.0 && summary["detection"]["recall"].as_f64().is_some(), "{summary}");
+    // The untriggered originals were found through the bundle's index: a rate was measured.
+    assert!(summary["asr_untriggered"].as_f64().is_some_and(|u| (0.0..=100.0).contains(&u)), "{summary}");
     let csv = std::fs::read_to_string(run.join("suspicious.csv")).unwrap();
     assert_eq!(csv.lines().count(), 1 + 5_000);
     assert_pytorch_example_agrees(&run, &bundle);

@@ -32,6 +32,10 @@ pub struct EvalSets {
     pub test: Arc<ImageSet>,
     /// Triggered non-target test images with their true labels (empty for a clean bundle).
     pub triggered: Arc<ImageSet>,
+    /// Index in `test` of each triggered image's untriggered original, so that the attack's
+    /// success test can be applied to the originals too ([`crate::engine::eval::Metrics`]);
+    /// `None` for a sample ([`EvalSets::sample`]), whose test set may lack the originals.
+    pub originals: Option<Arc<[usize]>>,
     /// How the attack relabels: decides which prediction counts as attack success.
     pub attack: Option<(LabelRule, u16)>,
     pub num_classes: usize,
@@ -50,7 +54,7 @@ impl EvalSets {
             chosen.sort_unstable();
             Arc::new(set.select(&chosen))
         };
-        EvalSets { test: pick(&self.test, 1), triggered: pick(&self.triggered, 2), attack: self.attack, num_classes: self.num_classes }
+        EvalSets { test: pick(&self.test, 1), triggered: pick(&self.triggered, 2), originals: None, attack: self.attack, num_classes: self.num_classes }
     }
 }
 
@@ -74,7 +78,7 @@ pub fn split(bundle: Bundle) -> Result<(TrainingSet, EvalSets, GroundTruth), Str
     };
     Ok((
         TrainingSet { images: Arc::new(bundle.train), num_classes },
-        EvalSets { test: Arc::new(bundle.test), triggered: Arc::new(bundle.test_triggered), attack, num_classes },
+        EvalSets { test: Arc::new(bundle.test), triggered: Arc::new(bundle.test_triggered), originals: Some(bundle.test_triggered_index.into()), attack, num_classes },
         GroundTruth { poisoned: bundle.train_poisoned, true_labels: bundle.train_true_labels },
     ))
 }
@@ -91,7 +95,7 @@ mod tests {
 
     #[test]
     fn eval_sample_is_a_seeded_subset_of_each_set() {
-        let evals = EvalSets { test: set(200), triggered: set(30), attack: Some((LabelRule::AllToOne, 0)), num_classes: 10 };
+        let evals = EvalSets { test: set(200), triggered: set(30), originals: Some((0..30).collect()), attack: Some((LabelRule::AllToOne, 0)), num_classes: 10 };
         let a = evals.sample(50, 7);
         assert_eq!((a.test.len(), a.triggered.len()), (50, 30), "a set smaller than n is kept whole");
         let pixels = |s: &ImageSet| (0..s.len()).map(|i| s.image(i)[0]).collect::<Vec<_>>();
@@ -101,5 +105,6 @@ mod tests {
         assert_eq!(pixels(&evals.sample(50, 7).test), picked);
         assert_ne!(pixels(&evals.sample(50, 8).test), picked);
         assert_eq!(a.attack, evals.attack);
+        assert_eq!(a.originals, None, "the sampled test set need not hold the originals");
     }
 }

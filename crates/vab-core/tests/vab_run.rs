@@ -84,7 +84,7 @@ fn data(poison: bool) -> (TrainingSet, EvalSets, Vec<bool>) {
     let triggered_ids: Vec<usize> = (0..200).filter(|i| i % CLASSES != 0).collect();
     let triggered = set(triggered_ids.iter().map(|&i| image(i % CLASSES, 20_000 + i, true)).collect(), triggered_ids.iter().map(|&i| (i % CLASSES) as u16).collect());
     let attack = poison.then_some((LabelRule::AllToOne, 0));
-    (TrainingSet { images: train, num_classes: CLASSES }, EvalSets { test, triggered, attack, num_classes: CLASSES }, poisoned)
+    (TrainingSet { images: train, num_classes: CLASSES }, EvalSets { test, triggered, originals: Some(triggered_ids.into()), attack, num_classes: CLASSES }, poisoned)
 }
 
 /// Runs one at a time: the device's random generator is shared by the whole process, so two
@@ -136,7 +136,7 @@ fn a_poisoned_run_finishes_with_every_output_and_a_killed_run_resumes_exactly() 
     assert!(killed.is_err(), "the simulated kill should stop the run");
     let (resumed, _) = run_with(CONFIG, true, b.path(), true, &Silent).unwrap();
     assert!(resumed.split == outcome.split, "the resumed run ends with another split");
-    assert_eq!((resumed.summary.ba, resumed.summary.asr, &resumed.after_stage2), (outcome.summary.ba, outcome.summary.asr, &outcome.after_stage2));
+    assert_eq!((&resumed.summary.metrics, &resumed.after_stage2), (&outcome.summary.metrics, &outcome.after_stage2));
     let file = |d: &tempfile::TempDir, name: &str| std::fs::read(d.path().join(name)).unwrap();
     assert_eq!(file(&a, "model.safetensors"), file(&b, "model.safetensors"), "the resumed Beneficiary differs");
     assert_eq!(file(&a, "victim.safetensors"), file(&b, "victim.safetensors"), "the resumed Victim differs");
@@ -163,8 +163,8 @@ fn a_single_suspicious_sample_and_clean_data_do_not_break_stage_3() {
     let (outcome, _) = run(&config, false, dir.path());
     eprintln!("t_f 0: {} suspicious", outcome.split.suspicious.len());
     assert!(outcome.split.suspicious.len() < 80, "{}", outcome.split.suspicious.len());
-    assert!(outcome.summary.ba > 50.0, "{:?}", outcome.summary);
-    assert_eq!(outcome.summary.asr, None);
+    assert!(outcome.summary.metrics.ba > 50.0, "{:?}", outcome.summary);
+    assert_eq!(outcome.summary.metrics.asr, None);
     assert!(dir.path().join("victim.safetensors").is_file());
 }
 

@@ -7,8 +7,7 @@ use serde::{Deserialize, Serialize};
 use vab_core::config::TrainConfig;
 use vab_core::data::{EvalSets, GroundTruth, TrainingSet};
 use vab_core::defenses::vab::train::train_vab;
-use vab_core::engine::eval::Metrics;
-use vab_core::engine::run::{config_path, train_baseline, training_members, write_json, Summary};
+use vab_core::engine::run::{config_path, train_baseline, training_members, write_json};
 use vab_data::Bundle;
 
 use crate::cli::TrainArgs;
@@ -64,7 +63,7 @@ pub fn train_run(inputs: &RunInputs, config_text: &str, config_file: &Path, run_
         return train_vab_run(&config, inputs, &train, &evals, &ground_truth, run_dir, resume);
     }
     let summary = train_baseline(&config, inputs.backend, &train, &evals, run_dir, resume, &EpochBar::new())?;
-    println!("{} after {} epochs in {:.0} s; run directory {}", scores(&summary), summary.epochs, summary.wall_s, run_dir.display());
+    println!("{} after {} epochs in {:.0} s; run directory {}", summary.metrics.describe(), summary.epochs, summary.wall_s, run_dir.display());
     Ok(())
 }
 
@@ -81,13 +80,8 @@ fn train_vab_run(config: &TrainConfig, inputs: &RunInputs, train: &TrainingSet, 
         println!("after stage 2: {}", m.describe());
     }
     let detection = summary.detection.as_ref().map_or(String::new(), |d| format!("; detection {}", d.describe()));
-    println!("{} after {} epochs in {:.0} s{detection}; run directory {}", scores(&summary.summary), summary.summary.epochs, summary.summary.wall_s, run_dir.display());
+    println!("{} after {} epochs in {:.0} s{detection}; run directory {}", summary.summary.metrics.describe(), summary.summary.epochs, summary.summary.wall_s, run_dir.display());
     Ok(())
-}
-
-/// "BA …% ASR …% RA …%" of a summary.
-fn scores(s: &Summary) -> String {
-    Metrics { ba: s.ba, asr: s.asr, ra: s.ra, per_class: Vec::new() }.describe()
 }
 
 fn read(path: &Path) -> anyhow::Result<String> {

@@ -88,7 +88,7 @@ fn run_body(dir: &Path, images: bool) -> anyhow::Result<String> {
     let victim: Vec<&Value> = metrics.iter().filter(|m| m["event"] == "victim").collect();
     let who = if vab { "Beneficiary" } else { "network" };
     out += "<div class=\"charts\">";
-    out += &line_chart(&format!("{who}: test metrics (evaluated epochs)"), "epoch", &series(&network, "epoch", &[("ba", "BA %"), ("asr", "ASR %"), ("ra", "RA %")]), Some((0.0, 100.0)));
+    out += &line_chart(&format!("{who}: test metrics (evaluated epochs)"), "epoch", &series(&network, "epoch", &[("ba", "BA %"), ("asr", "ASR %"), ("asr_untriggered", "ASR without the trigger %"), ("ra", "RA %")]), Some((0.0, 100.0)));
     if victim.iter().any(|v| v.get("ba").is_some()) {
         out += &line_chart("Victim: metrics on the test sample (vab.victim_eval_samples)", "Victim epoch", &series(&victim, "epoch", &[("ba", "BA %"), ("asr", "ASR %"), ("ra", "RA %")]), Some((0.0, 100.0)));
     }
@@ -117,13 +117,13 @@ fn run_body(dir: &Path, images: bool) -> anyhow::Result<String> {
 fn summary_table(s: &Value) -> String {
     let mut rows = vec![
         ("defense", s["defense"].as_str().unwrap_or("?").to_string()),
-        ("BA / ASR / RA %", format!("{} / {} / {}", percent(&s["ba"]), percent(&s["asr"]), percent(&s["ra"]))),
+        ("BA / ASR / ASR without the trigger / RA %", format!("{} / {} / {} / {}", percent(&s["ba"]), percent(&s["asr"]), percent(&s["asr_untriggered"]), percent(&s["ra"]))),
         ("epochs, training samples", format!("{}, {}", s["epochs"], s["train_samples"])),
         ("wall time", format!("{:.0} s", s["wall_s"].as_f64().unwrap_or(0.0))),
     ];
     let after = &s["after_stage2"];
     if after.is_object() {
-        rows.push(("after stage 2: BA / ASR / RA %", format!("{} / {} / {}", percent(&after["ba"]), percent(&after["asr"]), percent(&after["ra"]))));
+        rows.push(("after stage 2: BA / ASR / ASR without the trigger / RA %", format!("{} / {} / {} / {}", percent(&after["ba"]), percent(&after["asr"]), percent(&after["asr_untriggered"]), percent(&after["ra"]))));
     }
     let d = &s["detection"];
     if d.is_object() {
@@ -230,7 +230,7 @@ fn bench_body(dir: &Path) -> anyhow::Result<String> {
     for line in md.lines().filter(|l| !l.starts_with('|') && !l.starts_with('#') && !l.is_empty()) {
         let _ = write!(out, "<p>{}</p>", escape(line));
     }
-    out += "<h2>Results</h2><table><tr><th>attack</th><th>defense</th><th>seeds</th><th>BA %</th><th>ASR %</th><th>RA %</th><th>precision %</th><th>recall %</th><th>wall s</th></tr>";
+    out += "<h2>Results</h2><table><tr><th>attack</th><th>defense</th><th>seeds</th><th>BA %</th><th>ASR %</th><th>ASR w/o trigger %</th><th>RA %</th><th>precision %</th><th>recall %</th><th>wall s</th></tr>";
     // Decimals as in results.md.
     let stat = |v: &Value, seeds: u64, d: usize| match (v["mean"].as_f64(), v["std"].as_f64()) {
         (Some(m), Some(s)) if seeds > 1 => format!("{m:.d$} ± {s:.d$}"),
@@ -240,7 +240,7 @@ fn bench_body(dir: &Path) -> anyhow::Result<String> {
     for a in results["aggregates"].as_array().into_iter().flatten() {
         let seeds = a["seeds"].as_u64().unwrap_or(1);
         let _ = write!(out, "<tr><td>{}</td><td>{}</td><td>{seeds}</td>", escape(a["attack"].as_str().unwrap_or("?")), escape(a["defense"].as_str().unwrap_or("?")));
-        for (key, decimals) in [("ba", 2), ("asr", 2), ("ra", 2), ("precision", 1), ("recall", 1), ("wall_s", 0)] {
+        for (key, decimals) in [("ba", 2), ("asr", 2), ("asr_untriggered", 2), ("ra", 2), ("precision", 1), ("recall", 1), ("wall_s", 0)] {
             let _ = write!(out, "<td>{}</td>", stat(&a[key], seeds, decimals));
         }
         out += "</tr>";

@@ -147,7 +147,7 @@ pub fn label_consistent(dataset: &Dataset, source: &str, params: &ClParams, spec
         perturbed.train.image_mut(i).copy_from_slice(&pixels[k * per_image..(k + 1) * per_image]);
     }
     let report = ClReport {
-        surrogate_ba: summary.ba,
+        surrogate_ba: summary.metrics.ba,
         pgd_success: success_rate(&fooled),
         perturbed: chosen.len(),
         surrogate_dir,

@@ -1,6 +1,10 @@
 //! Evaluation (method.md §1): BA on the clean test set, ASR and RA on the triggered non-target
 //! test set, and per-class accuracy. Runs the network in inference form (no autodiff, batch
 //! norm in eval mode).
+//!
+//! ASR counts every triggered image sent to the target, also those the model sends there
+//! without the trigger (a dog it takes for an airplane anyway). So the same success test is
+//! applied to the untriggered originals: the part of ASR that the trigger does not cause.
 
 use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
@@ -18,6 +22,10 @@ pub struct Metrics {
     pub ba: f64,
     /// Attack success rate (`None` for a clean bundle).
     pub asr: Option<f64>,
+    /// The ASR's success test on the same images without the trigger: what the model's
+    /// ordinary errors alone would score (`None` for a clean bundle and for a test sample).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub asr_untriggered: Option<f64>,
     /// Robust accuracy: triggered images classified as their true label.
     pub ra: Option<f64>,
     /// Accuracy per class on the clean test set.
@@ -51,10 +59,12 @@ pub fn logits(model: &Network, set: &ImageSet, norm: &Normalization, batch_size:
 }
 
 impl Metrics {
-    /// "BA …% ASR …% RA …%" (ASR and RA only when the bundle has an attack).
+    /// "BA …% ASR …% (…% without the trigger) RA …%" (ASR and RA only when the bundle has an
+    /// attack, the untriggered rate when it was measured).
     pub fn describe(&self) -> String {
+        let untriggered = self.asr_untriggered.map_or(String::new(), |u| format!(" ({u:.2}% without the trigger)"));
         match (self.asr, self.ra) {
-            (Some(asr), Some(ra)) => format!("BA {:.2}% ASR {asr:.2}% RA {ra:.2}%", self.ba),
+            (Some(asr), Some(ra)) => format!("BA {:.2}% ASR {asr:.2}%{untriggered} RA {ra:.2}%", self.ba),
             _ => format!("BA {:.2}%", self.ba),
         }
     }
@@ -64,7 +74,8 @@ fn percent(hits: usize, total: usize) -> f64 {
     if total == 0 { 0.0 } else { 100.0 * hits as f64 / total as f64 }
 }
 
-/// Scores predictions: BA and per-class accuracy from `clean`, ASR and RA from `triggered`.
+/// Scores predictions: BA and per-class accuracy from `clean`, ASR and RA from `triggered`,
+/// the untriggered ASR from the predictions in `clean` of the triggered images' originals.
 pub fn score(evals: &EvalSets, clean: &[u16], triggered: &[u16]) -> Metrics {
     let labels = evals.test.labels();
     let correct = clean.iter().zip(labels).filter(|(p, l)| p == l).count();
@@ -74,19 +85,21 @@ pub fn score(evals: &EvalSets, clean: &[u16], triggered: &[u16]) -> Metrics {
             percent(members.iter().filter(|&&i| clean[i] == labels[i]).count(), members.len())
         })
         .collect();
-    let (asr, ra) = match evals.attack {
+    let (asr, asr_untriggered, ra) = match evals.attack {
         Some((rule, target)) if !evals.triggered.is_empty() => {
             let truth = evals.triggered.labels();
-            let success = |i: usize| match rule {
-                LabelRule::AllToOne => triggered[i] == target,
-                LabelRule::AllToAll => triggered[i] as usize == (truth[i] as usize + 1) % evals.num_classes,
+            let success = |i: usize, prediction: u16| match rule {
+                LabelRule::AllToOne => prediction == target,
+                LabelRule::AllToAll => prediction as usize == (truth[i] as usize + 1) % evals.num_classes,
             };
             let n = truth.len();
-            (Some(percent((0..n).filter(|&i| success(i)).count(), n)), Some(percent((0..n).filter(|&i| triggered[i] == truth[i]).count(), n)))
+            let rate = |predicted: &dyn Fn(usize) -> u16| percent((0..n).filter(|&i| success(i, predicted(i))).count(), n);
+            let untriggered = evals.originals.as_ref().map(|originals| rate(&|i| clean[originals[i]]));
+            (Some(rate(&|i| triggered[i])), untriggered, Some(percent((0..n).filter(|&i| triggered[i] == truth[i]).count(), n)))
         }
-        _ => (None, None),
+        _ => (None, None, None),
     };
-    Metrics { ba: percent(correct, labels.len()), asr, ra, per_class }
+    Metrics { ba: percent(correct, labels.len()), asr, asr_untriggered, ra, per_class }
 }
 
 /// Evaluates `model` (inference form) on every test set.
@@ -105,7 +118,8 @@ mod tests {
     fn evals(rule: LabelRule) -> EvalSets {
         let shape = ImageShape { channels: 1, height: 1, width: 1 };
         let set = |labels: Vec<u16>| Arc::new(ImageSet::new(shape, vec![0; labels.len()], labels).unwrap());
-        EvalSets { test: set(vec![0, 1, 2, 2]), triggered: set(vec![1, 2, 2]), attack: Some((rule, 0)), num_classes: 3 }
+        // The triggered images are test images 1, 2 and 3 with a trigger.
+        EvalSets { test: set(vec![0, 1, 2, 2]), triggered: set(vec![1, 2, 2]), originals: Some(vec![1, 2, 3].into()), attack: Some((rule, 0)), num_classes: 3 }
     }
 
     #[test]
@@ -115,6 +129,18 @@ mod tests {
         assert_eq!(m.per_class, vec![100.0, 100.0, 50.0]);
         assert!((m.asr.unwrap() - 200.0 / 3.0).abs() < 1e-9);
         assert!((m.ra.unwrap() - 100.0 / 3.0).abs() < 1e-9);
+        // Untriggered, test image 2 alone goes to the target: 1 of 3.
+        assert!((m.asr_untriggered.unwrap() - 100.0 / 3.0).abs() < 1e-9);
+        assert_eq!(m.describe(), "BA 75.00% ASR 66.67% (33.33% without the trigger) RA 33.33%");
+    }
+
+    #[test]
+    fn the_untriggered_rate_needs_the_originals() {
+        let mut e = evals(LabelRule::AllToOne);
+        e.originals = None;
+        let m = score(&e, &[0, 1, 0, 2], &[0, 2, 0]);
+        assert_eq!(m.asr_untriggered, None);
+        assert_eq!(m.describe(), "BA 75.00% ASR 66.67% RA 33.33%");
     }
 
     #[test]
@@ -122,6 +148,9 @@ mod tests {
         let m = score(&evals(LabelRule::AllToAll), &[0, 1, 2, 2], &[2, 0, 0]);
         assert!((m.asr.unwrap() - 100.0).abs() < 1e-9);
         assert_eq!(m.ra, Some(0.0));
+        // Originals 1, 2, 2 with true labels 1, 2, 2: only image 1 lands on its next class.
+        let untriggered = score(&evals(LabelRule::AllToAll), &[0, 2, 2, 2], &[2, 0, 0]).asr_untriggered.unwrap();
+        assert!((untriggered - 100.0 / 3.0).abs() < 1e-9);
     }
 
     #[test]
@@ -129,6 +158,6 @@ mod tests {
         let mut e = evals(LabelRule::AllToOne);
         e.attack = None;
         let m = score(&e, &[0, 1, 2, 2], &[]);
-        assert_eq!((m.asr, m.ra, m.ba), (None, None, 100.0));
+        assert_eq!((m.asr, m.asr_untriggered, m.ra, m.ba), (None, None, None, 100.0));
     }
 }

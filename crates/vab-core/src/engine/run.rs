@@ -43,10 +43,9 @@ pub struct EpochRecord {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Summary {
     pub defense: String,
-    pub ba: f64,
-    pub asr: Option<f64>,
-    pub ra: Option<f64>,
-    pub per_class: Vec<f64>,
+    /// The final evaluation (its fields sit at the top level of the JSON).
+    #[serde(flatten)]
+    pub metrics: Metrics,
     pub epochs: usize,
     pub train_samples: usize,
     pub wall_s: f64,
@@ -60,10 +59,7 @@ impl Summary {
         rates.sort_by(f64::total_cmp);
         Summary {
             defense: defense.into(),
-            ba: metrics.ba,
-            asr: metrics.asr,
-            ra: metrics.ra,
-            per_class: metrics.per_class,
+            metrics,
             epochs,
             train_samples,
             wall_s,
