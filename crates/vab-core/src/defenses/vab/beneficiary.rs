@@ -74,6 +74,13 @@ pub struct SuppressionStats {
     pub unlabelled_weight: Option<f64>,
     /// Share of unlabelled samples whose pseudo-label is their training label.
     pub pseudo_label_agreement: Option<f64>,
+    /// Mean mass of an unlabelled target whose pseudo-label is / is not its training label
+    /// (eq. 10 weighs the two kinds differently: the Victim, trained on D_s, is surest of a
+    /// clean member's true class); absent when no sample is of that kind.
+    #[serde(default)]
+    pub agreeing_weight: Option<f64>,
+    #[serde(default)]
+    pub disagreeing_weight: Option<f64>,
 }
 
 /// Sums behind [`SuppressionStats`].
@@ -85,14 +92,20 @@ struct TargetSums {
     unlabelled_rows: usize,
     agreeing: usize,
     pseudo_labelled: usize,
+    /// Per-sample target mass (one view) of the agreeing / disagreeing pseudo-labels.
+    agreeing_mass: f64,
+    disagreeing_mass: f64,
 }
 
 impl SuppressionStats {
-    /// ", target weights credible 0.84, unlabelled 0.61, pseudo-labels = training labels 71%".
+    /// ", target weights credible 0.84, unlabelled 0.61, pseudo-labels = training labels 71%
+    /// (weight 0.52, others 0.83)".
     fn describe(&self) -> String {
         let mut text = format!(", target weights credible {:.2}", self.credible_weight);
         if let (Some(w), Some(a)) = (self.unlabelled_weight, self.pseudo_label_agreement) {
             text += &format!(", unlabelled {w:.2}, pseudo-labels = training labels {:.0}%", 100.0 * a);
+            let weight = |w: Option<f64>| w.map_or("—".to_string(), |w| format!("{w:.2}"));
+            text += &format!(" (weight {}, others {})", weight(self.agreeing_weight), weight(self.disagreeing_weight));
         }
         text
     }
@@ -105,6 +118,8 @@ impl TargetSums {
             credible_weight: ratio(self.credible_mass, self.credible_rows).unwrap_or(1.0),
             unlabelled_weight: ratio(self.unlabelled_mass, self.unlabelled_rows),
             pseudo_label_agreement: ratio(self.agreeing as f64, self.pseudo_labelled),
+            agreeing_weight: ratio(self.agreeing_mass, self.agreeing),
+            disagreeing_weight: ratio(self.disagreeing_mass, self.pseudo_labelled - self.agreeing),
         }
     }
 }
@@ -196,7 +211,15 @@ impl Beneficiary {
                 let pseudo = pseudo_label_logits(&self.model, &u, vab.pseudo_label_norm, &ctx.device, &ctx.inference);
                 let labels = pseudo_labels(&pseudo, n, vab.unlabelled_views, k);
                 let targets_u = unlabelled_targets(&labels, &u.indices[..n], vab.unlabelled_views, k, &split.logits, suppression.and_then(|s| s.suspicious));
-                sums.agreeing += labels.iter().zip(&u.labels).filter(|(p, y)| p == y).count();
+                for (s, (p, y)) in labels.iter().zip(&u.labels).enumerate() {
+                    let mass: f64 = targets_u[s * k..(s + 1) * k].iter().map(|&t| t as f64).sum();
+                    if p == y {
+                        sums.agreeing += 1;
+                        sums.agreeing_mass += mass;
+                    } else {
+                        sums.disagreeing_mass += mass;
+                    }
+                }
                 sums.pseudo_labelled += n;
                 sums.unlabelled_mass += targets_u.iter().map(|&t| t as f64).sum::<f64>();
                 sums.unlabelled_rows += u.shape[0];
@@ -279,13 +302,18 @@ mod tests {
 
     #[test]
     fn suppression_stats_average_per_target_row_and_per_pseudo_labelled_sample() {
-        let sums = TargetSums { credible_mass: 3.0, credible_rows: 4, unlabelled_mass: 1.5, unlabelled_rows: 6, agreeing: 2, pseudo_labelled: 3 };
+        // Three samples in two views: two agreeing ones of mass 0.1 and 0.3, one other of 0.35.
+        let sums = TargetSums { credible_mass: 3.0, credible_rows: 4, unlabelled_mass: 1.5, unlabelled_rows: 6, agreeing: 2, pseudo_labelled: 3, agreeing_mass: 0.4, disagreeing_mass: 0.35 };
         let stats = sums.stats();
         assert_eq!((stats.credible_weight, stats.unlabelled_weight), (0.75, Some(0.25)));
         assert!((stats.pseudo_label_agreement.unwrap() - 2.0 / 3.0).abs() < 1e-12);
-        assert_eq!(stats.describe(), ", target weights credible 0.75, unlabelled 0.25, pseudo-labels = training labels 67%");
+        assert_eq!((stats.agreeing_weight, stats.disagreeing_weight), (Some(0.2), Some(0.35)));
+        assert_eq!(stats.describe(), ", target weights credible 0.75, unlabelled 0.25, pseudo-labels = training labels 67% (weight 0.20, others 0.35)");
+        let all_agree = TargetSums { unlabelled_mass: 1.0, unlabelled_rows: 2, agreeing: 2, pseudo_labelled: 2, agreeing_mass: 1.0, ..TargetSums::default() }.stats();
+        assert_eq!(all_agree.disagreeing_weight, None);
+        assert!(all_agree.describe().ends_with("(weight 0.50, others —)"), "{}", all_agree.describe());
         let credible_only = TargetSums { credible_mass: 2.0, credible_rows: 2, ..TargetSums::default() }.stats();
-        assert_eq!((credible_only.unlabelled_weight, credible_only.pseudo_label_agreement), (None, None));
+        assert_eq!((credible_only.unlabelled_weight, credible_only.pseudo_label_agreement, credible_only.agreeing_weight), (None, None, None));
         assert_eq!(credible_only.describe(), ", target weights credible 1.00");
     }
 
