@@ -32,6 +32,24 @@ pub enum Command {
     /// Run a benchmark matrix (attacks × defenses × seeds) into a results table, or time the
     /// training step (`vab bench step`).
     Bench(BenchArgs),
+    /// Evaluate a trained network (a run's `model.safetensors`) on a bundle's test sets: BA,
+    /// ASR, ASR without the trigger, RA and per-class accuracy.
+    Eval(EvalArgs),
+}
+
+/// `vab eval`.
+#[derive(Args, Debug)]
+pub struct EvalArgs {
+    /// A run directory (its `model.safetensors`) or a `.safetensors` file written by vab.
+    #[arg(value_name = "RUN_DIR|MODEL")]
+    pub model: PathBuf,
+    /// Bundle whose test sets to use; defaults to the run's own (its `run.json`). Another
+    /// bundle of the same dataset tests the network against another attack's trigger.
+    #[arg(long, value_name = "BUNDLE")]
+    pub bundle: Option<PathBuf>,
+    /// Print the metrics as JSON (the fields of `summary.json`) instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `vab train`.

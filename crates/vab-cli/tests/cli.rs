@@ -388,6 +388,21 @@ fn bench_runs_a_matrix_skips_finished_cells_and_refuses_a_changed_config() {
     let bench_html = report(&out);
     assert!(bench_html.contains("<h2>badnets × vab-mixup, seed 1</h2>") && bench_html.contains("<td>clean</td><td>none</td><td>2</td>"), "bench report lacks cells or rows");
     assert_clean_error(&vab(&["report", tmp.path().to_str().unwrap()], tmp.path()), "neither a run directory");
+
+    // `vab eval` of a finished run reads its exported model and bundle back and gives the
+    // figures its summary recorded.
+    let eval = vab(&["eval", cell.to_str().unwrap(), "--json"], tmp.path());
+    assert!(eval.status.success(), "{}", text(&eval.stderr));
+    let metrics: serde_json::Value = serde_json::from_slice(&eval.stdout).unwrap();
+    let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(cell.join("summary.json")).unwrap()).unwrap();
+    for key in ["ba", "asr", "asr_untriggered", "ra", "per_class"] {
+        assert!(!summary[key].is_null() && metrics[key] == summary[key], "{key}: eval {} vs summary {}", metrics[key], summary[key]);
+    }
+    let model = cell.join("model.safetensors");
+    assert_clean_error(&vab(&["eval", model.to_str().unwrap()], tmp.path()), "needs --bundle");
+    assert_clean_error(&vab(&["eval", out.to_str().unwrap()], tmp.path()), "not a vab run directory");
+    let config_file = cell.join("config.toml");
+    assert_clean_error(&vab(&["eval", config_file.to_str().unwrap(), "--bundle", "x"], tmp.path()), "expected a model.safetensors written by vab");
 }
 
 /// `surrogate=FILE` for a model-based attack: a one-epoch small-network configuration in `dir`.

@@ -2,6 +2,7 @@
 
 mod bench;
 mod data;
+mod eval;
 mod poison;
 mod train;
 
@@ -20,6 +21,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Poison(args) => poison::run(&args),
         Command::Train(args) => train::run(&args),
         Command::Bench(command) => bench::run(command),
+        Command::Eval(args) => eval::run(&args),
         Command::Report { dir } => {
             let path = crate::report::write(&dir)?;
             println!("wrote {}", path.display());

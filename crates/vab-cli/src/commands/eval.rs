@@ -1,0 +1,69 @@
+//! `vab eval`: a trained network and a bundle in, its test metrics out.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use vab_core::backend::Backend;
+use vab_core::engine::eval::evaluate;
+use vab_core::engine::export::import_pytorch;
+use vab_data::Bundle;
+
+use super::train::RunInputs;
+use crate::cli::EvalArgs;
+
+/// Test images per forward pass.
+const BATCH: usize = 500;
+
+pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
+    let (model_path, bundle_path) = inputs(&args.model, args.bundle.as_deref())?;
+    let device = Backend::Flex.device().map_err(anyhow::Error::msg)?;
+    let (model, card) = import_pytorch(&model_path, &device)?;
+    let bundle = Bundle::read(&bundle_path)?;
+    let classes = bundle.meta.class_names.clone();
+    let channels = bundle.test.shape().channels;
+    if channels != card.in_channels || classes.len() != card.num_classes {
+        bail!(
+            "{}: the network takes {} channels and {} classes, the bundle {} has {channels} and {}; use a bundle of the dataset it was trained on",
+            model_path.display(), card.in_channels, card.num_classes, bundle_path.display(), classes.len()
+        );
+    }
+    let (_, evals, _) = vab_core::data::split(bundle).map_err(|e| anyhow::anyhow!("{}: {e}", bundle_path.display()))?;
+    let metrics = evaluate(&model, &evals, &card.normalization, BATCH, &device);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&metrics)?);
+    } else {
+        println!("{} on {}: {}", model_path.display(), bundle_path.display(), metrics.describe());
+        for (name, accuracy) in classes.iter().zip(&metrics.per_class) {
+            println!("  {name:<12} {accuracy:6.2}%");
+        }
+    }
+    Ok(())
+}
+
+/// The model file and the bundle: a run directory gives its `model.safetensors` and, unless
+/// `bundle` is given, the bundle in its `run.json`.
+fn inputs(model: &Path, bundle: Option<&Path>) -> anyhow::Result<(PathBuf, PathBuf)> {
+    if !model.is_dir() {
+        let Some(bundle) = bundle else {
+            bail!("{}: a model file needs --bundle (only a run directory knows its bundle)", model.display());
+        };
+        return Ok((model.to_path_buf(), bundle.to_path_buf()));
+    }
+    if !model.join("run.json").is_file() {
+        bail!("{}: not a vab run directory (no run.json); pass a run directory or a model file with --bundle", model.display());
+    }
+    let file = model.join("model.safetensors");
+    if !file.is_file() {
+        bail!("{}: no model.safetensors (the run has not finished; `vab train --resume {}` completes it)", model.display(), model.display());
+    }
+    let bundle = match bundle {
+        Some(b) => b.to_path_buf(),
+        None => {
+            let path = model.join("run.json");
+            let text = std::fs::read_to_string(&path).with_context(|| format!("{}: cannot read", path.display()))?;
+            let run: RunInputs = serde_json::from_str(&text).with_context(|| format!("{}: not a vab run record; pass --bundle", path.display()))?;
+            run.bundle
+        }
+    };
+    Ok((file, bundle))
+}
