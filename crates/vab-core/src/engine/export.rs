@@ -8,6 +8,7 @@ use std::path::Path;
 use burn::module::Module;
 use burn::store::{BurnToPyTorchAdapter, ModuleSnapshot, PyTorchToBurnAdapter, SafetensorsStore};
 use burn::tensor::Device;
+use safetensors::SafeTensors;
 use serde::{Deserialize, Serialize};
 
 use super::batches::Normalization;
@@ -48,23 +49,12 @@ pub fn import_pytorch(path: &Path, device: &Device) -> Result<(Network, ModelCar
     Ok((model.valid(), card))
 }
 
-/// The card in the metadata key `vab` of a safetensors file: its header is an 8-byte
-/// little-endian length followed by that many bytes of JSON, whose `__metadata__` holds the keys.
+/// The card in the metadata key `vab` of a safetensors file.
 fn read_card(path: &Path) -> Result<ModelCard> {
-    use std::io::Read;
     let not_vab = |why: &str| CoreError::file(path, format!("{why}; expected a model.safetensors written by vab"));
-    let mut file = std::fs::File::open(path).map_err(|e| CoreError::io(path, e))?;
-    let mut length = [0u8; 8];
-    file.read_exact(&mut length).map_err(|_| not_vab("too short for a safetensors file"))?;
-    let length = u64::from_le_bytes(length);
-    let file_len = file.metadata().map_err(|e| CoreError::io(path, e))?.len();
-    if length > file_len.saturating_sub(8) {
-        return Err(not_vab("not a safetensors file (its header length exceeds the file)"));
-    }
-    let mut header = vec![0u8; length as usize];
-    file.read_exact(&mut header).map_err(|e| CoreError::io(path, e))?;
-    let header: serde_json::Value = serde_json::from_slice(&header).map_err(|_| not_vab("not a safetensors file (unreadable header)"))?;
-    let card = header["__metadata__"]["vab"].as_str().ok_or_else(|| not_vab("no `vab` metadata key"))?;
+    let bytes = std::fs::read(path).map_err(|e| CoreError::io(path, e))?;
+    let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| not_vab(&format!("not a safetensors file ({e})")))?;
+    let card = header.metadata().as_ref().and_then(|m| m.get("vab")).ok_or_else(|| not_vab("no `vab` metadata key"))?;
     serde_json::from_str(card).map_err(|e| not_vab(&format!("unreadable `vab` metadata ({e})")))
 }
 
@@ -101,6 +91,6 @@ mod tests {
         assert!(message.contains("x.safetensors") && message.contains("no `vab` metadata key"), "{message}");
         std::fs::write(&path, b"\xff\x00\x00\x00\x00\x00\x00\x00{}").unwrap();
         let message = import_pytorch(&path, &Device::flex()).unwrap_err().to_string();
-        assert!(message.contains("header length exceeds"), "{message}");
+        assert!(message.contains("not a safetensors file"), "{message}");
     }
 }
