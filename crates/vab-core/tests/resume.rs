@@ -5,33 +5,16 @@
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use vab_core::backend::Backend;
 use vab_core::config::TrainConfig;
 use vab_core::data::split;
-use vab_core::engine::progress::{Silent, TrainProgress};
+use vab_core::engine::progress::Silent;
 use vab_core::engine::run::{train_baseline, EpochRecord};
 use vab_data::{Bundle, Dataset, ImageSet, ImageShape};
 
-const CONFIG: &str = r#"
-[model]
-arch = "small"
-[train]
-epochs = 3
-batch_size = 16
-lr = 0.05
-seed = 5
-[train.optimizer]
-kind = "sgd"
-momentum = 0.9
-weight_decay = 5e-4
-[train.schedule]
-kind = "cosine"
-min_lr = 0.0
-[data]
-eval_every = 3
-"#;
+mod common;
+use common::{KillAt, CONFIG};
 
 /// Two classes of 8×8 RGB images: bright or dark, with per-image noise.
 fn bundle() -> Bundle {
@@ -50,19 +33,6 @@ fn bundle() -> Bundle {
     Bundle::clean(Dataset::new(vec!["dark".into(), "bright".into()], set(64, 1), set(32, 2)).unwrap(), "unit")
 }
 
-/// Panics when the second epoch starts, i.e. after the first epoch's checkpoint is on disk.
-struct KillAtEpochTwo(AtomicUsize);
-
-impl TrainProgress for KillAtEpochTwo {
-    fn start(&self, _: &str, _: usize, _: usize) {
-        if self.0.fetch_add(1, Ordering::SeqCst) == 1 {
-            panic!("simulated kill");
-        }
-    }
-    fn batch(&self, _: usize, _: f32) {}
-    fn finish(&self, _: &str) {}
-}
-
 fn records(run: &Path) -> Vec<EpochRecord> {
     std::fs::read_to_string(run.join("metrics.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
 }
@@ -76,7 +46,7 @@ fn resumed_run_ends_with_the_uninterrupted_metrics() {
 
     let expected = train_baseline(&config, Backend::Flex, &train, &evals, &straight, false, &Silent).unwrap();
     let killed = catch_unwind(AssertUnwindSafe(|| {
-        train_baseline(&config, Backend::Flex, &train, &evals, &interrupted, false, &KillAtEpochTwo(AtomicUsize::new(0)))
+        train_baseline(&config, Backend::Flex, &train, &evals, &interrupted, false, &KillAt::new(1))
     }));
     assert!(killed.is_err(), "the simulated kill should stop the run");
     assert_eq!(records(&interrupted).len(), 1, "one epoch finished before the kill");

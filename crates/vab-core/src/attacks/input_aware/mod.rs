@@ -10,13 +10,13 @@
 //!
 //! The trained networks are cached (burnpack files under the attack cache), keyed by the data,
 //! the classifier configuration, the attack parameters and the target, so poisoning again
-//! reuses them.
+//! reuses them; an interrupted training resumes from its checkpoint in the same directory.
 
 mod generator;
 mod train;
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use burn::module::Module;
 use burn::store::{BurnpackStore, ModuleSnapshot};
@@ -221,12 +221,14 @@ pub fn input_aware(dataset: &Dataset, source: &str, params: &DynamicParams, spec
         (Mutex::new((pattern.valid(), mask.valid())), None)
     } else {
         let device = inference.clone().autodiff();
-        let trained = train::train(Arc::new(dataset.train.clone()), dataset.num_classes(), &config, params, spec.target, &device, progress)?;
         std::fs::create_dir_all(&dir).map_err(|e| CoreError::io(&dir, e))?;
+        let trained = train::train(dataset, &config, params, spec.target, &dir, &device, progress)?;
         let (pattern, mask) = (trained.pattern.valid(), trained.mask.valid());
         for (net, file) in [&pattern, &mask].into_iter().zip(&files) {
             save(net, file)?;
         }
+        // The finished networks replace the checkpoint (it also holds the optimiser states).
+        let _ = std::fs::remove_dir_all(dir.join("checkpoint"));
         (Mutex::new((pattern, mask)), Some(trained.classifier.valid()))
     };
 

@@ -11,19 +11,25 @@
 //! The diversity term L_div(x, x', a, a') = mean_i d(x_i, x'_i) / (d(a_i, a'_i) + ε), with d the
 //! root mean square difference of one sample, keeps different images from getting the same
 //! trigger. The partner x' of each image is another image of the same shuffled batch.
+//!
+//! Every epoch ends with a checkpoint, so an interrupted training resumes where it stopped and
+//! ends with the networks an uninterrupted one would have (paper-scale training takes hours).
 
+use std::path::Path;
 use std::sync::Arc;
 
 use burn::module::Module;
 use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer};
 use burn::tensor::activation::relu;
 use burn::tensor::{Device, Int, Tensor, TensorData};
-use vab_data::ImageSet;
+use serde::{Deserialize, Serialize};
+use vab_data::Dataset;
 
 use super::generator::Generator;
 use super::DynamicParams;
 use crate::config::TrainConfig;
 use crate::engine::batches::{epoch_batches, Normalization, Views};
+use crate::engine::checkpoint::{Reader, Writer};
 use crate::engine::loss::{one_hot, soft_cross_entropy};
 use crate::engine::optim;
 use crate::engine::progress::TrainProgress;
@@ -42,8 +48,18 @@ pub struct Trained {
     pub classifier: Network,
 }
 
-/// Trains M, then G with C, on `images` (the members chosen by `config.data.train_subset`).
-pub fn train(images: Arc<ImageSet>, num_classes: usize, config: &TrainConfig, params: &DynamicParams, target: u16, device: &Device, progress: &dyn TrainProgress) -> Result<Trained> {
+/// Epochs finished, recorded with each checkpoint.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
+struct EpochsDone {
+    mask: usize,
+    joint: usize,
+}
+
+/// Trains M, then G with C, on the training set of `dataset` (the members chosen by
+/// `config.data.train_subset`), checkpointing into `run` after every epoch and resuming from its
+/// checkpoint if it has one.
+pub fn train(dataset: &Dataset, config: &TrainConfig, params: &DynamicParams, target: u16, run: &Path, device: &Device, progress: &dyn TrainProgress) -> Result<Trained> {
+    let (images, num_classes) = (Arc::new(dataset.train.clone()), dataset.num_classes());
     device.seed(config.train.seed);
     let shape = images.shape();
     let members = training_members(config, images.len());
@@ -54,7 +70,18 @@ pub fn train(images: Arc<ImageSet>, num_classes: usize, config: &TrainConfig, pa
 
     let mut mask = Generator::new(shape.channels, 1, params.width, device);
     let mut mask_optim = adam();
-    for epoch in 0..params.mask_epochs {
+    let checkpoint = Reader::open(run);
+    let mut done = EpochsDone::default();
+    if let Some(reader) = &checkpoint {
+        done = reader.state()?;
+        draw_initial_weights(&mask, shape.channels, device);
+        mask = reader.network("mask", mask)?;
+        if done.mask < params.mask_epochs {
+            mask_optim = reader.optimizer("mask", mask_optim)?;
+        }
+        progress.finish(&format!("resuming after {} mask network and {} generator epochs ({})", done.mask, done.joint, run.display()));
+    }
+    for epoch in done.mask..params.mask_epochs {
         progress.start(&format!("mask network, epoch {}/{}", epoch + 1, params.mask_epochs), batches, members.len());
         let mut loss_sum = 0.0;
         for batch in epoch_batches(images.clone(), &members, batch_size, Views::one(augment, norm.clone()), seed ^ MASK_STAGE, epoch).iter() {
@@ -69,6 +96,9 @@ pub fn train(images: Arc<ImageSet>, num_classes: usize, config: &TrainConfig, pa
             progress.batch(batch.labels.len(), value);
         }
         progress.finish(&format!("mask network, epoch {}/{}: loss {:.4}", epoch + 1, params.mask_epochs, loss_sum / members.len() as f64));
+        let writer = Writer::new(run)?;
+        writer.network("mask", &mask, Some(&mask_optim))?;
+        writer.commit(&EpochsDone { mask: epoch + 1, joint: 0 })?;
     }
 
     // Frozen M: eval-mode batch norm, outputs detached.
@@ -77,10 +107,16 @@ pub fn train(images: Arc<ImageSet>, num_classes: usize, config: &TrainConfig, pa
     let mut pattern_optim = adam();
     let mut classifier = Network::new(config.model.arch, shape.channels, num_classes, device);
     let mut classifier_optim = optim::build(&config.train.optimizer);
+    if let Some(reader) = checkpoint.as_ref().filter(|_| done.joint > 0) {
+        pattern = reader.network("pattern", pattern)?;
+        pattern_optim = reader.optimizer("pattern", pattern_optim)?;
+        classifier = reader.network("classifier", classifier)?;
+        classifier_optim = reader.optimizer("classifier", classifier_optim)?;
+    }
     let mean = Tensor::<4>::from_data(TensorData::new(norm.mean.clone(), [1, shape.channels, 1, 1]), device);
     let std = Tensor::<4>::from_data(TensorData::new(norm.std.clone(), [1, shape.channels, 1, 1]), device);
     let epochs = config.train.epochs;
-    for epoch in 0..epochs {
+    for epoch in done.joint..epochs {
         let lr = config.train.schedule.lr(config.train.lr, epoch, epochs);
         progress.start(&format!("trigger generator and classifier, epoch {}/{epochs}", epoch + 1), batches, members.len());
         let mut loss_sum = 0.0;
@@ -125,8 +161,22 @@ pub fn train(images: Arc<ImageSet>, num_classes: usize, config: &TrainConfig, pa
             progress.batch(b, value);
         }
         progress.finish(&format!("trigger generator and classifier, epoch {}/{epochs}: loss {:.4}", epoch + 1, loss_sum / members.len() as f64));
+        let writer = Writer::new(run)?;
+        writer.network("mask", &frozen, None)?;
+        writer.network("pattern", &pattern, Some(&pattern_optim))?;
+        writer.network("classifier", &classifier, Some(&classifier_optim))?;
+        writer.commit(&EpochsDone { mask: params.mask_epochs, joint: epoch + 1 })?;
     }
     Ok(Trained { pattern, mask, classifier })
+}
+
+/// Draws a fresh network's lazily initialised weights now, as its first forward pass would.
+/// Loading a checkpoint into a network whose weights were never drawn skips their random
+/// draws, and the networks created after it would then start from other weights than in an
+/// uninterrupted training. The pass runs in eval mode: a training-mode pass would leave a
+/// pending batch-norm update that `valid()` later folds into the loaded statistics.
+fn draw_initial_weights(net: &Generator, channels: usize, device: &Device) {
+    let _ = net.valid().fork(device).forward(Tensor::zeros([1, channels, 8, 8], device));
 }
 
 /// x + (pattern − x) ⊙ mask, the mask broadcast over channels.
