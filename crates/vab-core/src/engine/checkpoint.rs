@@ -1,7 +1,7 @@
 //! Atomic, resumable checkpoints: each named network (burnpack, which keeps parameter ids so the
-//! optimiser state still matches) with its optimiser state (if it still trains), and the run's own state as JSON,
-//! written to `checkpoint.tmp/` and swapped into `checkpoint/` only when complete. A run killed
-//! at any moment leaves either the previous or the new checkpoint intact.
+//! optimiser state still matches) with its optimiser state if it still trains, and the run's
+//! own state as JSON, written to `checkpoint.tmp/` and swapped into `checkpoint/` only when
+//! complete. A run killed at any moment leaves either the previous or the new checkpoint intact.
 
 use std::path::{Path, PathBuf};
 
