@@ -50,6 +50,9 @@ pub struct EvalArgs {
     /// Print the metrics as JSON (the fields of `summary.json`) instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Test images per forward pass; lower it when memory is short (e.g. 224-pixel images).
+    #[arg(long, value_name = "N", default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..))]
+    pub batch_size: u32,
 }
 
 /// `vab train`.

@@ -398,6 +398,13 @@ fn bench_runs_a_matrix_skips_finished_cells_and_refuses_a_changed_config() {
     for key in ["ba", "asr", "asr_untriggered", "ra", "per_class"] {
         assert!(!summary[key].is_null() && metrics[key] == summary[key], "{key}: eval {} vs summary {}", metrics[key], summary[key]);
     }
+    // The batch size is memory, not maths: seven images per pass give the same figures.
+    let small_batches = vab(&["eval", cell.to_str().unwrap(), "--json", "--batch-size", "7"], tmp.path());
+    assert!(small_batches.status.success(), "{}", text(&small_batches.stderr));
+    assert_eq!(serde_json::from_slice::<serde_json::Value>(&small_batches.stdout).unwrap(), metrics);
+    let zero = vab(&["eval", cell.to_str().unwrap(), "--batch-size", "0"], tmp.path());
+    assert_eq!(zero.status.code(), Some(2), "clap's usage error");
+    assert!(text(&zero.stderr).starts_with("error: invalid value '0' for '--batch-size <N>'"), "{}", text(&zero.stderr));
     let model = cell.join("model.safetensors");
     assert_clean_error(&vab(&["eval", model.to_str().unwrap()], tmp.path()), "needs --bundle");
     assert_clean_error(&vab(&["eval", out.to_str().unwrap()], tmp.path()), "not a vab run directory");

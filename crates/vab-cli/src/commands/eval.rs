@@ -11,9 +11,6 @@ use vab_data::Bundle;
 use super::train::RunInputs;
 use crate::cli::EvalArgs;
 
-/// Test images per forward pass.
-const BATCH: usize = 500;
-
 pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
     let (model_path, bundle_path) = inputs(&args.model, args.bundle.as_deref())?;
     let device = Backend::Flex.device().map_err(anyhow::Error::msg)?;
@@ -28,7 +25,7 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
         );
     }
     let (_, evals, _) = vab_core::data::split(bundle).map_err(|e| anyhow::anyhow!("{}: {e}", bundle_path.display()))?;
-    let metrics = evaluate(&model, &evals, &card.normalization, BATCH, &device);
+    let metrics = evaluate(&model, &evals, &card.normalization, args.batch_size as usize, &device);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&metrics)?);
     } else {
