@@ -42,19 +42,40 @@ pub struct EvalSets {
 }
 
 impl EvalSets {
-    /// At most `n` clean and `n` triggered test images, drawn uniformly with `seed` (in index
-    /// order), for cheap monitoring.
+    /// At most `n` clean test images, drawn uniformly with `seed` (in index order), for cheap
+    /// monitoring. Where the originals are known, the triggered sample is the triggered
+    /// versions of the drawn images, so the untriggered rate can be scored on it too;
+    /// otherwise it is at most `n` triggered images drawn the same way.
     pub fn sample(&self, n: usize, seed: u64) -> EvalSets {
-        let pick = |set: &ImageSet, stream: u64| -> Arc<ImageSet> {
-            if set.len() <= n {
-                return set.clone().into();
+        let draw = |len: usize, stream: u64| -> Vec<usize> {
+            if len <= n {
+                return (0..len).collect();
             }
             let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(seed ^ stream);
-            let mut chosen = rand::seq::index::sample(&mut rng, set.len(), n).into_vec();
+            let mut chosen = rand::seq::index::sample(&mut rng, len, n).into_vec();
             chosen.sort_unstable();
-            Arc::new(set.select(&chosen))
+            chosen
         };
-        EvalSets { test: pick(&self.test, 1), triggered: pick(&self.triggered, 2), originals: None, attack: self.attack, num_classes: self.num_classes }
+        let clean = draw(self.test.len(), 1);
+        let (triggered, originals) = match &self.originals {
+            Some(originals) => {
+                let mut position = vec![None; self.test.len()];
+                for (p, &i) in clean.iter().enumerate() {
+                    position[i] = Some(p);
+                }
+                let (triggered, originals): (Vec<usize>, Vec<usize>) =
+                    originals.iter().enumerate().filter_map(|(t, &o)| position[o].map(|p| (t, p))).unzip();
+                (triggered, Some(originals.into()))
+            }
+            None => (draw(self.triggered.len(), 2), None),
+        };
+        EvalSets {
+            test: Arc::new(self.test.select(&clean)),
+            triggered: Arc::new(self.triggered.select(&triggered)),
+            originals,
+            attack: self.attack,
+            num_classes: self.num_classes,
+        }
     }
 }
 
@@ -94,17 +115,31 @@ mod tests {
     }
 
     #[test]
-    fn eval_sample_is_a_seeded_subset_of_each_set() {
-        let evals = EvalSets { test: set(200), triggered: set(30), originals: Some((0..30).collect()), attack: Some((LabelRule::AllToOne, 0)), num_classes: 10 };
-        let a = evals.sample(50, 7);
-        assert_eq!((a.test.len(), a.triggered.len()), (50, 30), "a set smaller than n is kept whole");
+    fn eval_sample_is_a_seeded_subset_with_the_triggered_versions_of_its_images() {
+        // Triggered image t is the trigger on test image 2t + 1 (pixel 100 + 2t + 1).
+        let originals: Vec<usize> = (0..30).map(|t| 2 * t + 1).collect();
+        let shape = ImageShape { channels: 1, height: 1, width: 1 };
+        let triggered = ImageSet::new(shape, originals.iter().map(|&o| (100 + o) as u8).collect(), originals.iter().map(|&o| (o % 10) as u16).collect()).unwrap();
+        let evals = EvalSets { test: set(100), triggered: Arc::new(triggered), originals: Some(originals.into()), attack: Some((LabelRule::AllToOne, 0)), num_classes: 10 };
+        let a = evals.sample(40, 7);
         let pixels = |s: &ImageSet| (0..s.len()).map(|i| s.image(i)[0]).collect::<Vec<_>>();
         let picked = pixels(&a.test);
+        assert_eq!(picked.len(), 40);
         assert!(picked.windows(2).all(|w| w[0] < w[1]), "distinct, in index order");
         assert!(picked.iter().enumerate().all(|(i, &p)| a.test.labels()[i] == (p % 10) as u16), "labels follow their images");
-        assert_eq!(pixels(&evals.sample(50, 7).test), picked);
-        assert_ne!(pixels(&evals.sample(50, 8).test), picked);
+        let expected: Vec<u8> = picked.iter().filter(|&&p| p % 2 == 1 && p < 60).map(|&p| 100 + p).collect();
+        assert!(!expected.is_empty());
+        assert_eq!(pixels(&a.triggered), expected, "the triggered versions of the drawn images, no others");
+        let originals = a.originals.as_ref().expect("originals within the sample");
+        assert!((0..a.triggered.len()).all(|t| a.triggered.image(t)[0] == 100 + picked[originals[t]]), "each points at its original");
+        assert_eq!(pixels(&evals.sample(40, 7).test), picked);
+        assert_ne!(pixels(&evals.sample(40, 8).test), picked);
         assert_eq!(a.attack, evals.attack);
-        assert_eq!(a.originals, None, "the sampled test set need not hold the originals");
+
+        let whole = evals.sample(100, 7);
+        assert_eq!((whole.test.len(), whole.triggered.len(), whole.originals.as_deref()), (100, 30, evals.originals.as_deref()), "n ≥ the test set keeps everything");
+        let unknown = EvalSets { originals: None, ..evals.clone() };
+        let b = unknown.sample(20, 7);
+        assert_eq!((b.triggered.len(), b.originals), (20, None), "without originals the triggered set is drawn on its own");
     }
 }

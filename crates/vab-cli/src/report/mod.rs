@@ -88,9 +88,10 @@ fn run_body(dir: &Path, images: bool) -> anyhow::Result<String> {
     let victim: Vec<&Value> = metrics.iter().filter(|m| m["event"] == "victim").collect();
     let who = if vab { "Beneficiary" } else { "network" };
     out += "<div class=\"charts\">";
-    out += &line_chart(&format!("{who}: test metrics (evaluated epochs)"), "epoch", &series(&network, "epoch", &[("ba", "BA %"), ("asr", "ASR %"), ("asr_untriggered", "ASR without the trigger %"), ("ra", "RA %")]), Some((0.0, 100.0)));
+    let test_metrics = [("ba", "BA %"), ("asr", "ASR %"), ("asr_untriggered", "ASR without the trigger %"), ("ra", "RA %")];
+    out += &line_chart(&format!("{who}: test metrics (evaluated epochs)"), "epoch", &series(&network, "epoch", &test_metrics), Some((0.0, 100.0)));
     if victim.iter().any(|v| v.get("ba").is_some()) {
-        out += &line_chart("Victim: metrics on the test sample (vab.victim_eval_samples)", "Victim epoch", &series(&victim, "epoch", &[("ba", "BA %"), ("asr", "ASR %"), ("ra", "RA %")]), Some((0.0, 100.0)));
+        out += &line_chart("Victim: metrics on the test sample (vab.victim_eval_samples)", "Victim epoch", &series(&victim, "epoch", &test_metrics), Some((0.0, 100.0)));
     }
     let mut losses = series(&network, "epoch", &[("loss", &format!("{who} loss"))]);
     if vab {

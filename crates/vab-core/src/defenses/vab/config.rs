@@ -58,8 +58,8 @@ pub struct VabConfig {
     /// α of eq. 11 over equal parts of stage 3 (paper: 0.1 for epochs 101-150, 0.5 for 151-200).
     #[serde(default = "alpha")]
     pub alpha: Vec<f64>,
-    /// After each Victim epoch, evaluate the Victim on a seeded sample of this many clean and
-    /// this many triggered test images (reporting only: BA/ASR curves; 0 turns it off). Small,
+    /// After each Victim epoch, evaluate the Victim on a seeded sample of this many clean test
+    /// images and their triggered versions (reporting only: BA/ASR curves; 0 turns it off). Small,
     /// because a full evaluation costs as much as a Victim epoch on CPU.
     #[serde(default = "victim_eval_samples")]
     pub victim_eval_samples: usize,
