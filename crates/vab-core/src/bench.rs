@@ -27,6 +27,10 @@ pub struct StepBench {
     pub infer_step_s: Vec<f64>,
     pub threads: usize,
     pub backend: Backend,
+    /// CPU model name (`None` where the OS does not say).
+    pub cpu: Option<String>,
+    /// Instruction set of the matrix-product micro-kernels ([`crate::cpu::simd_level`]).
+    pub simd: &'static str,
 }
 
 fn median(values: &[f64]) -> f64 {
@@ -77,5 +81,7 @@ pub fn bench_step(backend: Backend, arch: Arch, batch: usize, infer_batch: usize
         infer_step_s: infer_times,
         threads: rayon::current_num_threads(),
         backend,
+        cpu: crate::cpu::model(),
+        simd: crate::cpu::simd_level(),
     })
 }

@@ -15,6 +15,7 @@ pub mod attacks;
 pub mod backend;
 pub mod bench;
 pub mod config;
+pub mod cpu;
 pub mod data;
 pub mod defenses;
 pub mod detection;

@@ -117,13 +117,10 @@ fn heading(matrix: &Path, finished: &[CellResult], total: usize) -> String {
     )
 }
 
-/// "CPU model, N threads" from /proc/cpuinfo (Linux), else the thread count.
+/// "CPU model, N threads", or the thread count where the model is unknown.
 fn machine() -> String {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let model = std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|info| {
-        info.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split_once(':')).map(|(_, v)| v.trim().to_string())
-    });
-    format!("{} ({threads} threads available)", model.unwrap_or_else(|| "an unknown CPU".into()))
+    format!("{} ({threads} threads available)", vab_core::cpu::model().unwrap_or_else(|| "an unknown CPU".into()))
 }
 
 /// `vab bench step`.
@@ -136,8 +133,14 @@ fn bench_step(command: BenchCommand) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string(&result)?);
     } else {
         println!(
-            "{:?} batch {batch}: train {:.1} img/s, inference (batch {infer_batch}) {:.1} img/s, {} threads, {} backend",
-            result.model, result.train_img_s, result.infer_img_s, result.threads, result.backend.name()
+            "{:?} batch {batch}: train {:.1} img/s, inference (batch {infer_batch}) {:.1} img/s, {} threads, {} backend, {} ({})",
+            result.model,
+            result.train_img_s,
+            result.infer_img_s,
+            result.threads,
+            result.backend.name(),
+            result.cpu.as_deref().unwrap_or("unknown CPU"),
+            result.simd
         );
     }
     Ok(())
