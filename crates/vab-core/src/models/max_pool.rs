@@ -18,6 +18,7 @@ use burn::tensor::{DType, IntDType, Tensor};
 use rayon::prelude::*;
 
 use super::flex_buffer::{f32s, flex};
+use super::op_profile::timed;
 
 /// `pool.forward(x)`, through this module's kernel where it applies.
 pub fn max_pool2d(pool: &MaxPool2d, x: Tensor<4>) -> Tensor<4> {
@@ -61,7 +62,7 @@ impl MaxPoolOps for Flex {
         };
         let x = x.to_contiguous();
         let shape = [w.batch, w.channels, w.out_size[0], w.out_size[1]];
-        flex(forward(f32s(&x), w), shape)
+        flex(timed(|| w.describe("forward"), || forward(f32s(&x), w)), shape)
     }
 
     fn max_pool2d_valid_backward(x: FlexTensor, output_grad: FlexTensor, kernel: [usize; 2], stride: [usize; 2]) -> FlexTensor {
@@ -70,7 +71,7 @@ impl MaxPoolOps for Flex {
         };
         let shape = x.shape();
         let [x, dy] = [x, output_grad].map(|t| t.to_contiguous());
-        flex(backward(f32s(&x), f32s(&dy), w), shape)
+        flex(timed(|| w.describe("backward"), || backward(f32s(&x), f32s(&dy), w)), shape)
     }
 }
 
@@ -119,6 +120,13 @@ struct Windows {
 }
 
 impl Windows {
+    /// "max-pool 2x2 s2, 32 channels at 32x32 (batch 128), forward", for [`super::op_profile`].
+    fn describe(&self, pass: &str) -> String {
+        let [k_h, k_w] = self.kernel;
+        let [h, w] = self.in_size;
+        format!("max-pool {k_h}x{k_w} s{}, {} channels at {h}x{w} (batch {}), {pass}", self.stride[0], self.channels, self.batch)
+    }
+
     /// The windows of `x`, or `None` where burn's pool must run (not f32, zero-sized kernel,
     /// stride or input, or an input smaller than the kernel).
     fn of(x: &FlexTensor, kernel: [usize; 2], stride: [usize; 2]) -> Option<Self> {

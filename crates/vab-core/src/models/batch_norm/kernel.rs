@@ -18,6 +18,11 @@ pub struct Dims {
 }
 
 impl Dims {
+    /// "batch norm 64 channels × 1024 (batch 128), forward", for [`crate::models::op_profile`].
+    pub fn describe(self, pass: &str) -> String {
+        format!("batch norm {} channels × {} (batch {}), {pass}", self.channels, self.spatial, self.batch)
+    }
+
     /// Values per channel (the statistics' sample count).
     fn per_channel(self) -> usize {
         self.batch * self.spatial

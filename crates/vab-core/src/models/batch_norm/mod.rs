@@ -21,6 +21,7 @@ use burn::nn::BatchNorm;
 use burn::tensor::{DType, Tensor};
 
 use super::flex_buffer::{f32s, flex};
+use super::op_profile::timed;
 
 use kernel::Dims;
 
@@ -107,7 +108,8 @@ impl BatchNormOps for Flex {
         }
         let shape = x.shape();
         let (x, gamma, beta) = (x.to_contiguous(), gamma.to_contiguous(), beta.to_contiguous());
-        let result = kernel::forward(f32s(&x), f32s(&gamma), f32s(&beta), dims(&shape), epsilon);
+        let d = dims(&shape);
+        let result = timed(|| d.describe("forward"), || kernel::forward(f32s(&x), f32s(&gamma), f32s(&beta), d, epsilon));
         let channels = [shape[1]];
         (flex(result.output, shape), flex(result.mean, channels), flex(result.variance, channels))
     }
@@ -128,7 +130,8 @@ impl BatchNormOps for Flex {
         let shape = x.shape();
         let contiguous = [x, output_grad, gamma, mean, variance].map(|t| t.to_contiguous());
         let [x, dy, gamma, mean, variance] = contiguous.each_ref().map(f32s);
-        let grads = kernel::backward(x, dy, gamma, mean, variance, dims(&shape), epsilon);
+        let d = dims(&shape);
+        let grads = timed(|| d.describe("backward"), || kernel::backward(x, dy, gamma, mean, variance, d, epsilon));
         let channels = [shape[1]];
         (flex(grads.x_grad, shape), flex(grads.gamma_grad, channels), flex(grads.beta_grad, channels))
     }

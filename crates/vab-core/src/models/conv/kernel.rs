@@ -37,6 +37,13 @@ pub struct Geometry {
 }
 
 impl Geometry {
+    /// "conv 3x3 s1 64→128 at 32x32 (batch 128), forward", for [`crate::models::op_profile`].
+    pub fn describe(&self, pass: &str) -> String {
+        let [k_h, k_w] = self.kernel;
+        let [h, w] = self.in_size;
+        format!("conv {k_h}x{k_w} s{} {}→{} at {h}x{w} (batch {}), {pass}", self.stride[0], self.in_channels, self.out_channels, self.batch)
+    }
+
     /// Rows of `col`: one per (input channel, kernel row, kernel column).
     fn taps(&self) -> usize {
         self.in_channels * self.kernel[0] * self.kernel[1]

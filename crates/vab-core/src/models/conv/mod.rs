@@ -20,6 +20,7 @@ use burn::nn::PaddingConfig2d;
 use burn::tensor::{DType, Tensor};
 
 use super::flex_buffer::{f32s, flex};
+use super::op_profile::timed;
 
 use kernel::Geometry;
 
@@ -69,7 +70,7 @@ impl ConvOps for Flex {
             return <Flex as ModuleOps<Flex>>::conv2d(x, weight, None, options);
         };
         let (x, weight) = (x.to_contiguous(), weight.to_contiguous());
-        let out = kernel::forward(f32s(&x), f32s(&weight), g);
+        let out = timed(|| g.describe("forward"), || kernel::forward(f32s(&x), f32s(&weight), g));
         flex(out, [g.batch, g.out_channels, g.out_size[0], g.out_size[1]])
     }
 
@@ -85,7 +86,7 @@ impl ConvOps for Flex {
         };
         let (x_shape, weight_shape) = (x.shape(), weight.shape());
         let [x, weight, dy] = [x, weight, output_grad].map(|t| t.to_contiguous());
-        let (x_grad, weight_grad) = kernel::backward(f32s(&x), f32s(&weight), f32s(&dy), g);
+        let (x_grad, weight_grad) = timed(|| g.describe("backward"), || kernel::backward(f32s(&x), f32s(&weight), f32s(&dy), g));
         (flex(x_grad, x_shape), flex(weight_grad, weight_shape))
     }
 }
