@@ -103,9 +103,21 @@ pub struct BenchArgs {
 pub enum BenchCommand {
     /// Images per second of one SGD training step and of inference, on synthetic data.
     Step {
-        /// Network to time.
-        #[arg(long, default_value = "resnet18", value_parser = ["resnet18", "resnet18-imagenet", "preact-resnet18", "small"])]
-        model: String,
+        /// Network to time [default: resnet18, or the configuration's with --stage].
+        #[arg(long, value_parser = ["resnet18", "resnet18-imagenet", "preact-resnet18", "small"])]
+        model: Option<String>,
+        /// Time one V&B stage per batch instead of a plain SGD step: the Victim's batch, the
+        /// entropy pass (per batch of images), a stage-2 or a stage-3 iteration.
+        #[arg(long, value_parser = ["victim", "refresh", "stage2", "stage3"])]
+        stage: Option<String>,
+        /// With --stage: the training configuration whose settings are timed [default: the
+        /// paper's, configs/paper-cifar10.toml].
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// With --stage stage3: suspicious images per iteration (the authors' code on CIFAR-10:
+        /// about 14 beside each batch of 128 credible ones).
+        #[arg(long, default_value_t = 14)]
+        unlabelled: usize,
         /// Training batch size.
         #[arg(long, default_value_t = 128)]
         batch: usize,
@@ -124,6 +136,9 @@ pub enum BenchCommand {
         /// Print one JSON object instead of a sentence.
         #[arg(long)]
         json: bool,
+        /// Also time vab's kernels per operation and geometry during the timed training steps.
+        #[arg(long)]
+        profile: bool,
         /// Compute backend: flex or tch (needs a build with `--features tch`).
         #[arg(long, default_value = "flex")]
         backend: vab_core::backend::Backend,

@@ -4,6 +4,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use vab_attacks::poison::PoisonSpec;
+use vab_core::config::TrainConfig;
+use vab_core::defenses::vab::stage_bench::{self, StageKind};
 use vab_data::{Bundle, Dataset};
 
 use super::poison::poison_with;
@@ -125,10 +127,16 @@ fn machine() -> String {
 
 /// `vab bench step`.
 fn bench_step(command: BenchCommand) -> anyhow::Result<()> {
-    let BenchCommand::Step { model, batch, infer_batch, size, warmup, steps, json, backend } = command;
+    let BenchCommand::Step { model, stage, config, unlabelled, batch, infer_batch, size, warmup, steps, json, profile, backend } = command;
     anyhow::ensure!(batch > 0 && infer_batch > 0 && steps > 0 && size >= 8, "batch sizes and steps must be positive and size at least 8");
-    let arch = serde_json::from_value(serde_json::Value::String(model))?;
-    let result = vab_core::bench::bench_step(backend, arch, batch, infer_batch, [3, size, size], warmup, steps).map_err(anyhow::Error::msg)?;
+    let arch = |name: &str| serde_json::from_value::<vab_core::models::Arch>(serde_json::Value::String(name.into()));
+    if let Some(stage) = stage {
+        let stage = serde_json::from_value(serde_json::Value::String(stage))?;
+        return bench_stage(stage, config.as_deref(), model.as_deref().map(arch).transpose()?, unlabelled, [3, size, size], warmup, steps, json, backend);
+    }
+    anyhow::ensure!(config.is_none(), "--config applies to --stage only");
+    let arch = arch(model.as_deref().unwrap_or("resnet18"))?;
+    let result = vab_core::bench::bench_step(backend, arch, batch, infer_batch, [3, size, size], warmup, steps, profile).map_err(anyhow::Error::msg)?;
     if json {
         println!("{}", serde_json::to_string(&result)?);
     } else {
@@ -142,6 +150,49 @@ fn bench_step(command: BenchCommand) -> anyhow::Result<()> {
             result.cpu.as_deref().unwrap_or("unknown CPU"),
             result.simd
         );
+        if let Some(ops) = &result.profile {
+            print_profile(ops, batch as f64 / result.train_img_s);
+        }
     }
     Ok(())
+}
+
+/// The paper's settings, what `--stage` times unless given another configuration.
+const PAPER_CONFIG: &str = include_str!("../../../../configs/paper-cifar10.toml");
+
+/// `vab bench step --stage`.
+#[allow(clippy::too_many_arguments)]
+fn bench_stage(stage: StageKind, config: Option<&Path>, arch: Option<vab_core::models::Arch>, unlabelled: usize, image: [usize; 3], warmup: usize, steps: usize, json: bool, backend: vab_core::backend::Backend) -> anyhow::Result<()> {
+    let (text, source) = match config {
+        Some(path) => (std::fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))?, path.display().to_string()),
+        None => (PAPER_CONFIG.to_string(), "configs/paper-cifar10.toml (built in)".to_string()),
+    };
+    let mut config = TrainConfig::from_toml(&text).map_err(|e| anyhow::anyhow!("{source}: {e}"))?;
+    if let Some(arch) = arch {
+        config.model.arch = arch;
+    }
+    anyhow::ensure!(config.vab.is_some(), "{source}: --stage needs a [vab] section");
+    let result = stage_bench::bench_stage(&config, backend, stage, image, unlabelled, warmup, steps).map_err(|e| anyhow::anyhow!("{source}: {e}"))?;
+    if json {
+        println!("{}", serde_json::to_string(&result)?);
+    } else {
+        let s = &result.settings;
+        println!(
+            "{:?} ({:?}, batch {}, {} views, {} unlabelled × {} views, {:?}): {:.3} s per batch ({:.1} img/s), {} threads, {} ({}); settings from {source}",
+            result.stage, s.model, s.batch, s.views, s.unlabelled, s.unlabelled_views, s.mix, result.median_s, result.img_s, result.threads,
+            result.cpu.as_deref().unwrap_or("unknown CPU"),
+            result.simd
+        );
+    }
+    Ok(())
+}
+
+/// The kernels' share of a training step, largest first, and what is left.
+fn print_profile(ops: &[vab_core::models::op_profile::OpTime], step_s: f64) {
+    println!("{:>9} {:>6} {:>5}  operation (per training step)", "ms", "%", "calls");
+    for op in ops {
+        println!("{:>9.1} {:>6.1} {:>5}  {}", 1e3 * op.seconds, 100.0 * op.seconds / step_s, op.calls, op.op);
+    }
+    let rest = step_s - ops.iter().map(|op| op.seconds).sum::<f64>();
+    println!("{:>9.1} {:>6.1} {:>5}  the rest: burn's elementwise operations, optimiser, autodiff graph", 1e3 * rest, 100.0 * rest / step_s, "");
 }

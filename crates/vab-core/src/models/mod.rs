@@ -5,10 +5,11 @@ mod batch_norm;
 mod conv;
 mod flex_buffer;
 mod max_pool;
+pub mod op_profile;
 mod resnet;
 mod small;
 
-use burn::module::Module;
+use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::{Device, Tensor};
 
 pub use resnet::{ResNet18, Variant};
@@ -40,7 +41,17 @@ pub enum Network {
 
 impl Network {
     /// A freshly initialised network; weights are drawn from the device's seeded RNG.
+    ///
+    /// burn initialises parameters lazily, and a parameter's clones share that initialisation:
+    /// if a no-grad clone (the feature pass of AttentionMix) touched it first, the network itself
+    /// would not track gradients. So every parameter is initialised here, on this network.
     pub fn new(arch: Arch, in_channels: usize, num_classes: usize, device: &Device) -> Self {
+        let network = Self::uninitialised(arch, in_channels, num_classes, device);
+        network.visit(&mut Initialise);
+        network
+    }
+
+    fn uninitialised(arch: Arch, in_channels: usize, num_classes: usize, device: &Device) -> Self {
         match arch {
             Arch::Resnet18 => Network::ResNet18(ResNet18::new(Variant::Cifar, in_channels, num_classes, device)),
             Arch::Resnet18Imagenet => Network::ResNet18(ResNet18::new(Variant::ImageNet, in_channels, num_classes, device)),
@@ -68,6 +79,15 @@ impl Network {
     /// Logits, [batch, classes].
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
         self.head(self.features(x))
+    }
+}
+
+/// Initialises every float parameter it visits (reading a parameter initialises it).
+struct Initialise;
+
+impl ModuleVisitor for Initialise {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let _ = param.val();
     }
 }
 

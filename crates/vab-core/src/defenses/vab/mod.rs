@@ -5,7 +5,8 @@
 //! - [`beneficiary`]: the Beneficiary's epochs of stage 2 (credible set, [`attention_mix`] or
 //!   another of [`mixes`]) and stage 3;
 //! - [`semi_supervised`]: stage 3's targets, pseudo-labels and [`suppression`] (eq. 10-11);
-//! - [`train`]: the whole run, its outputs and timings; [`config`]: the `[vab]` section.
+//! - [`train`]: the whole run, its outputs and timings; [`config`]: the `[vab]` section;
+//!   [`stage_bench`]: seconds per batch of each stage (`vab bench step --stage`).
 //!
 //! Poison flags never reach this module: a [`RefreshObserver`] supplied by the caller sees each
 //! split and may score it against the ground truth for reporting, but returns only text.
@@ -17,6 +18,7 @@ pub mod entropy;
 pub mod gmm;
 pub mod mixes;
 pub mod semi_supervised;
+pub mod stage_bench;
 pub mod suppression;
 pub mod threshold;
 pub mod train;
