@@ -159,7 +159,7 @@ fn a_single_suspicious_sample_and_clean_data_do_not_break_stage_3() {
     // t_f = 0 after warm-up: only the lowest-entropy sample is suspicious; its unlabelled batch
     // of one is cycled through every iteration.
     let dir = tempfile::tempdir().unwrap();
-    let config = CONFIG.replace("views = 2", "views = 1\nwarmup = { kind = \"code_steps\", step = 1.0, end = 0.0 }");
+    let config = CONFIG.replace("views = 2", "views = 1\nwarmup = { kind = \"steps\", step = 1.0, end = 0.0 }");
     let (outcome, _) = run(&config, false, dir.path());
     eprintln!("t_f 0: {} suspicious", outcome.split.suspicious.len());
     assert!(outcome.split.suspicious.len() < 80, "{}", outcome.split.suspicious.len());

@@ -16,7 +16,7 @@ pub struct VabConfig {
     pub stage2_epochs: usize,
     #[serde(default)]
     pub victim: VictimParams,
-    /// Warm-up threshold schedule (`code_steps`, `paper_linear`) or `auto` (method.md §4).
+    /// Warm-up threshold schedule (`steps`, `linear_after_epoch0`) or `auto` (method.md §4).
     #[serde(default)]
     pub warmup: Warmup,
     /// Weight of the fresh entropy in the moving average over refreshes (method.md §3).
@@ -245,7 +245,7 @@ mod tests {
     fn defaults_are_the_authors_values_and_alpha_follows_the_paper() {
         let c: VabConfig = toml::from_str("stage2_epochs = 100").unwrap();
         assert_eq!((c.entropy_momentum, c.refresh_every, c.views, c.t_m, c.temperature), (0.75, 5, 2, 0.1, 3.0));
-        assert_eq!(c.warmup, Warmup::CodeSteps { step: 0.4, end: 0.2 });
+        assert_eq!(c.warmup, Warmup::Steps { step: 0.4, end: 0.2 });
         assert_eq!((c.mix, c.attention_upsample, c.attention_features), (MixKind::AttentionMix, Upsample::Nearest, FeatureMode::Train));
         assert_eq!((c.pseudo_label_norm, c.stage3_batch), (PseudoLabelNorm::Batch, Stage3Batch::Separate));
         // Stage 3 = epochs 101..200: α 0.1 for 101-150, 0.5 for 151-200.
