@@ -200,13 +200,15 @@ fn poison_rejects_bad_requests_cleanly() {
     let data = tmp.path().to_str().unwrap();
     let out = tmp.path().join("x.safetensors");
     let out = out.to_str().unwrap();
-    let cases: [(&[&str], &str); 6] = [
+    let surrogate = format!("surrogate={}", Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/cpu-cifar10.toml").display());
+    let cases: [(&[&str], &str); 7] = [
         (&["--attack", "badnets", "--rate", "1.5"], "rate must be in [0, 1], got 1.5"),
         (&["--attack", "badnets", "--target", "10"], "target 10 is out of range"),
         (&["--attack", "blend", "--set", "trigger_file=/nonexistent/t.png"], "/nonexistent/t.png: cannot read trigger image"),
         (&["--attack", "badnets", "--set", "row=31"], "does not fit a 32×32 image"),
         (&["--attack", "sig", "--set", "delta=oops"], "sig: bad parameters"),
         (&["--attack", "badnets", "--set", "colour=1"], "unknown field `colour`"),
+        (&["--attack", "cl", "--set", &surrogate, "--set", "epsilon=-5"], "epsilon must lie in (0, 255]"),
     ];
     for (extra, needle) in cases {
         assert_clean_error(&vab(&poison_args(data, out, extra), tmp.path()), needle);

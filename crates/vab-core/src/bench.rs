@@ -116,6 +116,7 @@ mod tests {
     #[test]
     fn profile_names_each_layer_of_a_step() {
         // Batch 5 at 12×12: a geometry no other test uses, since the profile is process-wide.
+        let _rng = crate::models::RNG_TEST_LOCK.lock().unwrap_or_else(|e| e.into_inner());
         let _serial = op_profile::TEST_LOCK.lock().unwrap_or_else(|e| e.into_inner());
         let result = bench_step(Backend::Flex, Arch::Small, 5, 2, [3, 12, 12], 1, 2, true).expect("flex is built in");
         let ops = result.profile.expect("profiled");

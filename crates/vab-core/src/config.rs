@@ -59,6 +59,25 @@ pub enum OptimizerConfig {
     Adam { weight_decay: f64 },
 }
 
+impl OptimizerConfig {
+    /// Momentum in [0, 1) and a finite, non-negative weight decay; `key` names the section.
+    pub fn validate(&self, key: &str) -> Result<(), String> {
+        let weight_decay = match *self {
+            OptimizerConfig::Sgd { momentum, weight_decay, .. } => {
+                if !(0.0..1.0).contains(&momentum) {
+                    return Err(format!("{key}.momentum must lie in [0, 1), got {momentum}"));
+                }
+                weight_decay
+            }
+            OptimizerConfig::Adam { weight_decay } => weight_decay,
+        };
+        if !(weight_decay.is_finite() && weight_decay >= 0.0) {
+            return Err(format!("{key}.weight_decay must be a non-negative number, got {weight_decay}"));
+        }
+        Ok(())
+    }
+}
+
 /// What part of the data to use, and evaluation batching.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -105,6 +124,11 @@ impl TrainConfig {
         if !(t.lr.is_finite() && t.lr > 0.0) {
             return Err(format!("train.lr must be a positive number, got {}", t.lr));
         }
+        self.train.optimizer.validate("train.optimizer")?;
+        self.train.schedule.validate()?;
+        if self.data.train_subset == Some(0) {
+            return Err("data.train_subset must be positive (leave it out to train on every sample)".into());
+        }
         match &self.vab {
             Some(vab) => vab.validate(t.epochs),
             None => Ok(()),
@@ -148,5 +172,13 @@ gamma = 0.1
         assert!(err.contains("unknown field `epoch`"), "{err}");
         let err = TrainConfig::from_toml(&PRESET.replace("lr = 0.1", "lr = -1.0")).unwrap_err();
         assert!(err.contains("train.lr must be a positive number"), "{err}");
+        let err = TrainConfig::from_toml(&PRESET.replace("momentum = 0.9", "momentum = nan")).unwrap_err();
+        assert_eq!(err, "train.optimizer.momentum must lie in [0, 1), got NaN");
+        let err = TrainConfig::from_toml(&PRESET.replace("weight_decay = 5e-4", "weight_decay = inf")).unwrap_err();
+        assert_eq!(err, "train.optimizer.weight_decay must be a non-negative number, got inf");
+        let err = TrainConfig::from_toml(&PRESET.replace("gamma = 0.1", "gamma = -0.1")).unwrap_err();
+        assert!(err.contains("train.schedule.gamma"), "{err}");
+        let err = TrainConfig::from_toml(&format!("{PRESET}[data]\ntrain_subset = 0\n")).unwrap_err();
+        assert!(err.contains("data.train_subset must be positive"), "{err}");
     }
 }

@@ -86,8 +86,15 @@ pub struct GroundTruth {
     pub true_labels: Vec<u16>,
 }
 
-/// Splits a bundle along the boundary above.
+/// Splits a bundle along the boundary above. A bundle without training or test images is an
+/// error: nothing could be trained, or BA would be a figure over no images.
 pub fn split(bundle: Bundle) -> Result<(TrainingSet, EvalSets, GroundTruth), String> {
+    if bundle.train.is_empty() {
+        return Err("the bundle has no training images".into());
+    }
+    if bundle.test.is_empty() {
+        return Err("the bundle has no test images, so BA and ASR cannot be measured; make it from data with a test split (an image folder needs `test/` beside `train/`)".into());
+    }
     let num_classes = bundle.meta.class_names.len();
     let attack = match &bundle.meta.attack {
         Some(value) => {
@@ -112,6 +119,20 @@ mod tests {
     fn set(n: usize) -> Arc<ImageSet> {
         let shape = ImageShape { channels: 1, height: 1, width: 1 };
         Arc::new(ImageSet::new(shape, (0..n).map(|i| i as u8).collect(), (0..n).map(|i| (i % 10) as u16).collect()).unwrap())
+    }
+
+    /// A bundle without training or test images is refused with what is missing.
+    #[test]
+    fn split_needs_training_and_test_images() {
+        let shape = ImageShape { channels: 1, height: 1, width: 1 };
+        let names = vec!["a".to_string(), "b".to_string()];
+        let bundle = |train: usize, test: usize| {
+            let set = |n: usize| ImageSet::new(shape, vec![7; n], vec![1; n]).unwrap();
+            Bundle::clean(vab_data::Dataset::new(names.clone(), set(train), set(test)).unwrap(), "test")
+        };
+        assert!(split(bundle(3, 2)).is_ok());
+        assert_eq!(split(bundle(0, 2)).unwrap_err(), "the bundle has no training images");
+        assert!(split(bundle(3, 0)).unwrap_err().contains("has no test images"));
     }
 
     #[test]

@@ -331,6 +331,31 @@ mod tests {
         safetensors::serialize(kept, header.metadata()).unwrap()
     }
 
+    /// Images of size 0 (3×0×0 here) are refused at reading, naming the file, so that no
+    /// command gets as far as dividing by an image size of 0 (`vab train` and `vab poison` once
+    /// panicked on such a bundle).
+    #[test]
+    fn images_without_pixels_are_rejected() {
+        let bytes = sample().to_bytes().unwrap();
+        let st = SafeTensors::deserialize(&bytes).unwrap();
+        let (_, header) = SafeTensors::read_metadata(&bytes).unwrap();
+        let empty: [u8; 0] = [];
+        let tensors: Vec<(String, TensorView)> = st
+            .tensors()
+            .into_iter()
+            .map(|(name, view)| match name.strip_suffix(".images") {
+                Some(_) => {
+                    let n = view.shape()[0];
+                    (name, TensorView::new(Dtype::U8, vec![n, 3, 0, 0], &empty).unwrap())
+                }
+                None => (name, view),
+            })
+            .collect();
+        let zero = safetensors::serialize(tensors, header.metadata()).unwrap();
+        let err = Bundle::from_bytes(Path::new("z.safetensors"), &zero).unwrap_err().to_string();
+        assert_eq!(err, "z.safetensors: images of size 3×0×0 have no pixels");
+    }
+
     #[test]
     fn missing_tensor_is_named() {
         let err = Bundle::from_bytes(Path::new("b.safetensors"), &without("train.poisoned")).unwrap_err().to_string();

@@ -43,8 +43,13 @@ pub struct ImageSet {
 }
 
 impl ImageSet {
-    /// Builds a set; `Err` says how `pixels` and `labels` disagree with `shape`.
+    /// Builds a set; `Err` says how `pixels` and `labels` disagree with `shape`, or that the
+    /// shape has no pixels (a 0-sized image is never valid input: every loader and the bundle
+    /// reader come through here, so nothing downstream divides by an image size of 0).
     pub fn new(shape: ImageShape, pixels: Vec<u8>, labels: Vec<u16>) -> Result<Self, String> {
+        if shape.is_empty() {
+            return Err(format!("images of size {shape} have no pixels"));
+        }
         let expected = shape.len() * labels.len();
         if pixels.len() != expected {
             return Err(format!(
@@ -211,7 +216,10 @@ mod tests {
     }
 
     #[test]
-    fn new_rejects_pixel_count_mismatch() {
+    fn new_rejects_pixel_count_mismatch_and_images_without_pixels() {
+        let err = ImageSet::new(shape(3, 0, 0), vec![], vec![0, 1]).unwrap_err();
+        assert_eq!(err, "images of size 3×0×0 have no pixels");
+        assert!(ImageSet::new(shape(0, 2, 2), vec![], vec![]).is_err());
         let err = ImageSet::new(shape(1, 2, 2), vec![0; 7], vec![0, 1]).unwrap_err();
         assert!(err.contains("need 8 pixel bytes, found 7"), "{err}");
     }

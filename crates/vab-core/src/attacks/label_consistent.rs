@@ -44,6 +44,24 @@ pub struct ClParams {
     pub trigger: serde_json::Value,
 }
 
+impl ClParams {
+    /// Checked before the surrogate trains: a radius in (0, 255], a positive step, at least
+    /// one step.
+    fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(CoreError::Invalid(format!("CL parameters: {m}")));
+        if !(self.epsilon.is_finite() && self.epsilon > 0.0 && self.epsilon <= 255.0) {
+            return bad(format!("epsilon must lie in (0, 255] (units of 1/255), got {}", self.epsilon));
+        }
+        if !(self.step_size.is_finite() && self.step_size > 0.0) {
+            return bad(format!("step_size must be a positive number (units of 1/255), got {}", self.step_size));
+        }
+        if self.steps == 0 {
+            return bad("steps must be positive".into());
+        }
+        Ok(())
+    }
+}
+
 fn sixteen() -> f32 {
     16.0
 }
@@ -95,6 +113,7 @@ impl Attack for Stamp {
 /// Poisons `dataset` with CL-ε. `cache` holds the surrogate's run directory and the perturbed
 /// images; `backend` trains and attacks with the surrogate.
 pub fn label_consistent(dataset: &Dataset, source: &str, params: &ClParams, spec: &PoisonSpec, cache: &Path, backend: Backend, progress: &dyn TrainProgress) -> Result<(Bundle, AttackRecord, ClReport)> {
+    params.validate()?;
     let config = surrogate_config(&params.surrogate)?;
     let shape = dataset.shape();
     let trigger = vab_attacks::build("badnets", &params.trigger, shape, spec.seed).map_err(|e| CoreError::Invalid(format!("CL trigger: {e}")))?;
@@ -171,7 +190,19 @@ fn success_rate(fooled: &[bool]) -> Option<f64> {
 
 #[cfg(test)]
 mod tests {
-    use super::success_rate;
+    use super::*;
+
+    /// Out-of-range parameters are refused before anything trains (epsilon = -5 once reached
+    /// `f32::clamp` with min > max after training the surrogate, and panicked).
+    #[test]
+    fn parameters_out_of_range_are_refused() {
+        let params = |epsilon: f32, steps: usize, step_size: f32| ClParams { epsilon, steps, step_size, surrogate: "s.toml".into(), trigger: vab_trigger() };
+        assert!(params(16.0, 100, 1.5).validate().is_ok());
+        for (bad, needle) in [(params(-5.0, 100, 1.5), "epsilon"), (params(f32::NAN, 100, 1.5), "epsilon"), (params(300.0, 100, 1.5), "epsilon"), (params(16.0, 0, 1.5), "steps"), (params(16.0, 100, 0.0), "step_size")] {
+            let err = bad.validate().unwrap_err().to_string();
+            assert!(err.contains(needle), "{err}");
+        }
+    }
 
     #[test]
     fn success_rate_is_a_percentage_and_absent_for_no_images() {

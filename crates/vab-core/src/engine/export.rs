@@ -66,6 +66,7 @@ mod tests {
 
     #[test]
     fn an_exported_network_imports_with_its_card_and_computes_the_same_logits() {
+        let _rng = crate::models::RNG_TEST_LOCK.lock().unwrap_or_else(|e| e.into_inner());
         let device = Device::flex();
         let model = Network::new(Arch::Small, 3, 4, &device);
         let normalization = crate::engine::batches::Normalization { mean: vec![0.5, 0.4, 0.3], std: vec![0.2, 0.25, 0.3] };

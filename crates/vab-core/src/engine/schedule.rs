@@ -14,6 +14,15 @@ pub enum Schedule {
 }
 
 impl Schedule {
+    /// A finite, positive `gamma`; a finite, non-negative `min_lr`.
+    pub fn validate(&self) -> Result<(), String> {
+        match *self {
+            Schedule::Multistep { gamma, .. } if !(gamma.is_finite() && gamma > 0.0) => Err(format!("train.schedule.gamma must be a positive number, got {gamma}")),
+            Schedule::Cosine { min_lr } if !(min_lr.is_finite() && min_lr >= 0.0) => Err(format!("train.schedule.min_lr must be a non-negative number, got {min_lr}")),
+            _ => Ok(()),
+        }
+    }
+
     /// The rate of 0-based `epoch` out of `epochs`.
     pub fn lr(&self, base: f64, epoch: usize, epochs: usize) -> f64 {
         match self {

@@ -82,6 +82,11 @@ impl Network {
     }
 }
 
+/// Held by unit tests that seed the process-wide device RNG or depend on its draws: they run
+/// on parallel threads of one process, and a reseed between two draws would repeat weights.
+#[cfg(test)]
+pub(crate) static RNG_TEST_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Initialises every float parameter it visits (reading a parameter initialises it).
 struct Initialise;
 

@@ -220,6 +220,7 @@ impl VabConfig {
         if !is_positive(self.temperature) || !is_positive(self.victim.lr) {
             return Err("vab.temperature and vab.victim.lr must be positive".into());
         }
+        crate::config::OptimizerConfig::Adam { weight_decay: self.victim.weight_decay }.validate("vab.victim")?;
         if self.alpha.is_empty() || self.alpha.iter().any(|a| a.is_nan() || *a < 0.0) {
             return Err("vab.alpha must list at least one non-negative weight".into());
         }

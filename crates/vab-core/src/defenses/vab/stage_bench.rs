@@ -164,6 +164,7 @@ mod tests {
     /// feature pass, which once left it untracked) and reports what it timed.
     #[test]
     fn every_stage_runs_and_reports_its_settings() {
+        let _rng = crate::models::RNG_TEST_LOCK.lock().unwrap_or_else(|e| e.into_inner());
         let mut config = TrainConfig::from_toml(include_str!("../../../../../configs/paper-cifar10.toml")).expect("the paper preset");
         config.model.arch = crate::models::Arch::Small;
         config.train.batch_size = 4;
