@@ -43,6 +43,10 @@ pub struct TrainParams {
     /// Seed of initialisation, batch order and augmentation.
     #[serde(default)]
     pub seed: u64,
+    /// Go on when a batch's loss is not finite (NaN or ±∞). By default training stops there
+    /// with an error naming the epoch and step, keeping the last checkpoint.
+    #[serde(default)]
+    pub allow_nan: bool,
 }
 
 fn crop_flip() -> Augment {

@@ -11,27 +11,9 @@ use vab_core::config::TrainConfig;
 use vab_core::data::split;
 use vab_core::engine::progress::Silent;
 use vab_core::engine::run::{train_baseline, EpochRecord};
-use vab_data::{Bundle, Dataset, ImageSet, ImageShape};
 
 mod common;
-use common::{KillAt, CONFIG};
-
-/// Two classes of 8×8 RGB images: bright or dark, with per-image noise.
-fn bundle() -> Bundle {
-    let shape = ImageShape { channels: 3, height: 8, width: 8 };
-    let set = |n: usize, salt: usize| {
-        let labels: Vec<u16> = (0..n).map(|i| (i % 2) as u16).collect();
-        let pixels = (0..n * shape.len())
-            .map(|p| {
-                let i = p / shape.len();
-                let noise = (p * 7919 + salt) % 61;
-                (if labels[i] == 1 { 150 + noise } else { 40 + noise }) as u8
-            })
-            .collect();
-        ImageSet::new(shape, pixels, labels).unwrap()
-    };
-    Bundle::clean(Dataset::new(vec!["dark".into(), "bright".into()], set(64, 1), set(32, 2)).unwrap(), "unit")
-}
+use common::{two_class_bundle as bundle, KillAt, CONFIG};
 
 fn records(run: &Path) -> Vec<EpochRecord> {
     std::fs::read_to_string(run.join("metrics.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()

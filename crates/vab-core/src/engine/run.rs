@@ -20,7 +20,7 @@ use super::eval::{evaluate, Metrics};
 use super::export::{export_pytorch, ModelCard};
 use super::optim;
 use super::progress::TrainProgress;
-use super::step::train_step;
+use super::step::{check_loss, train_step};
 use crate::backend::Backend;
 use crate::config::TrainConfig;
 use crate::data::{EvalSets, TrainingSet};
@@ -142,9 +142,10 @@ pub fn train_baseline(config: &TrainConfig, backend: Backend, train: &TrainingSe
         progress.start(&format!("epoch {}/{epochs}", epoch + 1), batches, members.len());
         let epoch_start = Instant::now();
         let mut loss_sum = 0.0;
-        for batch in epoch_batches(train.images.clone(), &members, config.train.batch_size, Views::one(augment, norm.clone()), config.train.seed, epoch).iter() {
+        for (step, batch) in epoch_batches(train.images.clone(), &members, config.train.batch_size, Views::one(augment, norm.clone()), config.train.seed, epoch).iter().enumerate() {
             let b = batch.labels.len();
             let (next, loss) = train_step(model, &mut optim, batch, train.num_classes, lr, &device);
+            check_loss(loss, config.train.allow_nan, || format!("epoch {}, step {}", epoch + 1, step + 1))?;
             model = next;
             loss_sum += loss as f64 * b as f64;
             progress.batch(b, loss);

@@ -5,6 +5,7 @@ use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Tensor, TensorData};
 
 use super::batches::Batch;
+use crate::error::{CoreError, Result};
 use super::loss::{one_hot, soft_cross_entropy};
 use crate::models::Network;
 
@@ -18,4 +19,33 @@ pub fn train_step(model: Network, optim: &mut ModuleOptimizer, batch: Batch, num
     let value = loss.to_data().iter::<f32>().next().unwrap_or(f32::NAN);
     let grads = GradientsParams::from_grads(loss.backward(), &model);
     (optim.step(lr, model, grads), value)
+}
+
+/// `Err` when a training loss is not finite, unless `allow_nan`: the weights are ruined from
+/// that step on, so the run stops before its next checkpoint. `at` says where, e.g.
+/// "epoch 3, step 17".
+pub fn check_loss(loss: f32, allow_nan: bool, at: impl FnOnce() -> String) -> Result<()> {
+    if loss.is_finite() || allow_nan {
+        return Ok(());
+    }
+    Err(CoreError::Invalid(format!(
+        "{}: the training loss is {loss}; training stopped, and the run's last checkpoint (from the epoch before) is kept. \
+         Lower the learning rate, check the data, or set train.allow_nan = true to go on",
+        at()
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_non_finite_loss_stops_and_the_error_says_where() {
+        assert!(check_loss(2.5, false, || unreachable!("finite losses build no message")).is_ok());
+        for loss in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+            let err = check_loss(loss, false, || "epoch 3, step 17".into()).unwrap_err().to_string();
+            assert!(err.starts_with(&format!("epoch 3, step 17: the training loss is {loss};")), "{err}");
+            assert!(check_loss(loss, true, || unreachable!()).is_ok());
+        }
+    }
 }

@@ -1,9 +1,14 @@
-//! What the resume tests share: a small training configuration and a progress that simulates
-//! a kill.
+//! What the run tests share: a small training configuration, a toy bundle and a progress that
+//! simulates a kill. Each test file is its own process: tests that seed the device's RNG
+//! must not share one.
+
+// Each test file compiles this module and uses only part of it.
+#![allow(dead_code)]
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use vab_core::engine::progress::TrainProgress;
+use vab_data::{Bundle, Dataset, ImageSet, ImageShape};
 
 /// A small no-defense training configuration (3 epochs of the small network).
 pub const CONFIG: &str = r#"
@@ -43,4 +48,21 @@ impl TrainProgress for KillAt {
     }
     fn batch(&self, _: usize, _: f32) {}
     fn finish(&self, _: &str) {}
+}
+
+/// Two classes of 8×8 RGB images: bright or dark, with per-image noise.
+pub fn two_class_bundle() -> Bundle {
+    let shape = ImageShape { channels: 3, height: 8, width: 8 };
+    let set = |n: usize, salt: usize| {
+        let labels: Vec<u16> = (0..n).map(|i| (i % 2) as u16).collect();
+        let pixels = (0..n * shape.len())
+            .map(|p| {
+                let i = p / shape.len();
+                let noise = (p * 7919 + salt) % 61;
+                (if labels[i] == 1 { 150 + noise } else { 40 + noise }) as u8
+            })
+            .collect();
+        ImageSet::new(shape, pixels, labels).unwrap()
+    };
+    Bundle::clean(Dataset::new(vec!["dark".into(), "bright".into()], set(64, 1), set(32, 2)).unwrap(), "unit")
 }

@@ -36,6 +36,8 @@ use crate::config::TrainConfig;
 use crate::engine::batches::{derive, epoch_batches, epoch_order, make_views, Batch, Views};
 use crate::engine::loss::soft_cross_entropy;
 use crate::engine::optim;
+use crate::engine::step::check_loss;
+use crate::error::Result;
 use crate::models::Network;
 
 /// Seed of the Beneficiary's streams, apart from the Victim's.
@@ -138,7 +140,7 @@ impl Beneficiary {
 
     /// Trains one epoch (1-based `epoch`, at the learning rate `config.train.schedule` gives it)
     /// on the credible set of `split`; in stage 3 also on its suspicious set, per `suppression`.
-    pub fn train_epoch(&mut self, ctx: &Context, config: &TrainConfig, vab: &VabConfig, epoch: usize, split: &Split, suppression: Option<&Suppression>) -> EpochStats {
+    pub fn train_epoch(&mut self, ctx: &Context, config: &TrainConfig, vab: &VabConfig, epoch: usize, split: &Split, suppression: Option<&Suppression>) -> Result<EpochStats> {
         let start = Instant::now();
         let lr = config.train.schedule.lr(config.train.lr, epoch - 1, config.train.epochs);
         let seed = ctx.seed ^ STREAM;
@@ -163,6 +165,7 @@ impl Beneficiary {
             let images = batch.labels.len() + unlabelled.as_ref().map_or(0, |u| u.labels.len());
             let mut rng = ChaCha20Rng::seed_from_u64(derive(seed, epoch, b, 0, 3));
             let (loss, share) = self.step(ctx, vab, batch, unlabelled, split, suppression, alpha.unwrap_or(0.0), lr, &mut rng, &mut sums);
+            check_loss(loss, ctx.allow_nan, || format!("beneficiary epoch {epoch}, step {}", b + 1))?;
             loss_sum += loss as f64 * images as f64;
             share_sum += share;
             seen += images;
@@ -177,7 +180,7 @@ impl Beneficiary {
         };
         let weights = stats.suppression.as_ref().map_or(String::new(), SuppressionStats::describe);
         ctx.progress.finish(&format!("{label}: lr {lr:.4} loss {:.4}, mix partner share {:.2}{weights} ({:.0} img/s)", stats.loss, stats.mix_partner_share, stats.img_s));
-        stats
+        Ok(stats)
     }
 
     /// One optimisation step; returns the loss and the mix's partner share, and adds the

@@ -54,6 +54,8 @@ pub struct Context<'a> {
     pub metrics: PathBuf,
     /// Test sample the Victim is evaluated on after each epoch (`vab.victim_eval_samples`).
     pub victim_eval: Option<EvalSets>,
+    /// Go on past a non-finite loss (`train.allow_nan`).
+    pub allow_nan: bool,
 }
 
 impl Context<'_> {

@@ -91,6 +91,7 @@ pub fn bench_stage(config: &TrainConfig, backend: Backend, stage: StageKind, ima
         progress: &Silent,
         metrics: metrics.clone(),
         victim_eval: None,
+        allow_nan: config.train.allow_nan,
     };
     let mut victim = Victim::new(&ctx, &vab.victim);
     let mut beneficiary = Beneficiary::new(&ctx, config);
@@ -104,8 +105,8 @@ pub fn bench_stage(config: &TrainConfig, backend: Backend, stage: StageKind, ima
         match stage {
             StageKind::Victim => victim.train_epoch(&ctx, &credible)?,
             StageKind::Refresh => drop(victim.refresh(&ctx, vab.entropy_momentum)),
-            StageKind::Stage2 => drop(beneficiary.train_epoch(&ctx, config, vab, 1, &split, None)),
-            StageKind::Stage3 => drop(beneficiary.train_epoch(&ctx, config, vab, vab.stage2_epochs + 1, &split, Some(&suppression))),
+            StageKind::Stage2 => drop(beneficiary.train_epoch(&ctx, config, vab, 1, &split, None)?),
+            StageKind::Stage3 => drop(beneficiary.train_epoch(&ctx, config, vab, vab.stage2_epochs + 1, &split, Some(&suppression))?),
         }
         let mut seconds = start.elapsed().as_secs_f64();
         if stage == StageKind::Refresh {

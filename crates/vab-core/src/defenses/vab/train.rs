@@ -121,6 +121,7 @@ pub fn train_vab(config: &TrainConfig, backend: Backend, train: &TrainingSet, ev
         progress,
         metrics: metrics_path.clone(),
         victim_eval: (vab.victim_eval_samples > 0).then(|| evals.sample(vab.victim_eval_samples, config.train.seed)),
+        allow_nan: config.train.allow_nan,
     };
     let mut victim = Victim::new(&ctx, &vab.victim);
     let mut beneficiary = Beneficiary::new(&ctx, config);
@@ -172,7 +173,7 @@ pub fn train_vab(config: &TrainConfig, backend: Backend, train: &TrainingSet, ev
             credible: temperature.filter(|_| vab.ablation.suppress_credible),
             suspicious: temperature.filter(|_| vab.ablation.suppress_suspicious),
         });
-        let stats = beneficiary.train_epoch(&ctx, config, vab, epoch, &state.split, suppression.as_ref());
+        let stats = beneficiary.train_epoch(&ctx, config, vab, epoch, &state.split, suppression.as_ref())?;
         state.rates.push(stats.img_s);
         if stage == Stage::Suppression || epoch % vab.refresh_every == 0 {
             victim.train_epoch(&ctx, &state.split.suspicious)?;

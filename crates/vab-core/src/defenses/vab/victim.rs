@@ -28,7 +28,7 @@ use crate::config::OptimizerConfig;
 use crate::engine::batches::{epoch_batches, epoch_order, plain_batches, Normalization, Views};
 use crate::engine::eval::{evaluate, logits};
 use crate::engine::optim;
-use crate::engine::step::train_step;
+use crate::engine::step::{check_loss, train_step};
 use crate::error::Result;
 use crate::models::Network;
 
@@ -122,10 +122,11 @@ impl Victim {
         ctx.progress.start(&label, members.len().div_ceil(self.params.batch_size), members.len());
         let mut loss_sum = 0.0;
         let batches = epoch_batches(ctx.train.images.clone(), members, self.params.batch_size, Views::one(self.params.augment, ctx.norm.clone()), ctx.seed ^ STREAM, self.state.epochs);
-        for batch in batches.iter() {
+        for (step, batch) in batches.iter().enumerate() {
             let b = batch.labels.len();
             let model = self.model.clone();
             let (next, loss) = train_step(model, &mut self.optim, batch, ctx.train.num_classes, self.params.lr, &ctx.device);
+            check_loss(loss, ctx.allow_nan, || format!("victim epoch {}, step {}", self.state.epochs, step + 1))?;
             self.model = next;
             loss_sum += loss as f64 * b as f64;
             ctx.progress.batch(b, loss);
