@@ -29,7 +29,7 @@ pub fn check_loss(loss: f32, allow_nan: bool, at: impl FnOnce() -> String) -> Re
         return Ok(());
     }
     Err(CoreError::Invalid(format!(
-        "{}: the training loss is {loss}; training stopped, and the run's last checkpoint (from the epoch before) is kept. \
+        "{}: the training loss is {loss}; training stopped, keeping the run's checkpoint of its last finished epoch, if any. \
          Lower the learning rate, check the data, or set train.allow_nan = true to go on",
         at()
     )))
