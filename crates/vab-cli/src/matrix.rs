@@ -207,7 +207,10 @@ pub fn cell_config(base: &str, defense: &DefenseColumn, seed: u64) -> Result<Str
         merge(vab, &defense.vab);
     }
     let text = toml::to_string(&table).map_err(|e| e.to_string())?;
-    vab_core::config::TrainConfig::from_toml(&text).map_err(|e| format!("defense {:?}: {e}", defense.name))?;
+    let config = vab_core::config::TrainConfig::from_toml(&text).map_err(|e| format!("defense {:?}: {e}", defense.name))?;
+    if defense.defense() == "vab" && config.vab.is_none() {
+        return Err(format!("defense {:?} runs V&B, which needs a [vab] section in the configuration (see configs/cpu-cifar10.toml)", defense.name));
+    }
     Ok(text)
 }
 
@@ -276,6 +279,11 @@ mod tests {
         assert_eq!(vab.stage2_epochs, 2, "keys not overridden stay");
         assert!(!vab.ablation.suppress_credible, "nested tables merge");
         assert!(text.contains("mix = \"mixup\""), "{text}");
+        let without_vab = BASE.split("[vab]").next().unwrap();
+        assert!(cell_config(without_vab, &m.defenses[0], 3).is_ok(), "no defense needs no [vab]");
+        let plain_vab = DefenseColumn { name: "vab".into(), defense: None, vab: toml::Table::new() };
+        let err = cell_config(without_vab, &plain_vab, 3).unwrap_err();
+        assert!(err.contains("defense \"vab\" runs V&B, which needs a [vab] section"), "{err}");
     }
 
     #[test]

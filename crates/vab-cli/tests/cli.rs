@@ -534,3 +534,33 @@ fn dynamic_attack_trains_its_generator_poisons_with_cross_samples_and_caches() {
     assert!(deltas.iter().all(|d| d.iter().any(|&v| v != 0)), "a triggered test image is unchanged");
     assert!(deltas.windows(2).any(|w| w[0] != w[1]), "every image got the same trigger");
 }
+
+/// A run records its bundle's SHA-256: `--resume` and `vab eval` of the run refuse another file
+/// put at the bundle's path, naming both, and accept the original again.
+#[test]
+fn a_run_refuses_another_bundle_at_its_path() {
+    let tmp = tempfile::tempdir().unwrap();
+    tiny_cifar10(tmp.path(), 20);
+    let data = tmp.path().join("cifar-10-batches-bin");
+    let (bundle, other) = (tmp.path().join("b.safetensors"), tmp.path().join("other.safetensors"));
+    for (path, seed) in [(&bundle, "1"), (&other, "2")] {
+        let out = vab(&poison_args(data.to_str().unwrap(), path.to_str().unwrap(), &["--attack", "badnets", "--rate", "0.2", "--seed", seed]), tmp.path());
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    }
+    let config = tmp.path().join("one.toml");
+    std::fs::write(&config, "[model]\narch = \"small\"\n[train]\nepochs = 1\nbatch_size = 50\nlr = 0.05\n[train.optimizer]\nkind = \"sgd\"\nmomentum = 0.9\nweight_decay = 5e-4\n[train.schedule]\nkind = \"cosine\"\nmin_lr = 0.0\n").unwrap();
+    let run = tmp.path().join("run");
+    let train = vab(&["train", "--bundle", bundle.to_str().unwrap(), "--config", config.to_str().unwrap(), "--out", run.to_str().unwrap()], tmp.path());
+    assert!(train.status.success(), "{}", text(&train.stderr));
+    let recorded: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("run.json")).unwrap()).unwrap();
+    assert_eq!(recorded["bundle_sha256"].as_str().map(str::len), Some(64), "{recorded}");
+
+    let original = std::fs::read(&bundle).unwrap();
+    std::fs::copy(&other, &bundle).unwrap();
+    let run_arg = run.to_str().unwrap();
+    assert_clean_error(&vab(&["eval", run_arg], tmp.path()), "not the bundle the run");
+    assert_clean_error(&vab(&["train", "--resume", run_arg], tmp.path()), "not the bundle the run");
+    std::fs::write(&bundle, original).unwrap();
+    let eval = vab(&["eval", run_arg], tmp.path());
+    assert!(eval.status.success(), "{}", text(&eval.stderr));
+}

@@ -27,6 +27,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
 fn run_matrix(path: &Path, out: &Path, load: &LoadArgs) -> anyhow::Result<()> {
     let matrix = Matrix::read(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     let base = std::fs::read_to_string(&matrix.config).with_context(|| format!("{}: cannot read the matrix's config", matrix.config.display()))?;
+    let cells = matrix.cells();
+    // Every cell's configuration, checked before any bundle is made or cell trained.
+    let configs = cells.iter().map(|cell| cell_config(&base, cell.defense, cell.seed)).collect::<Result<Vec<_>, _>>().map_err(|e| anyhow::anyhow!("{}: {e}", matrix.config.display()))?;
     for folder in ["bundles", "cells"] {
         std::fs::create_dir_all(out.join(folder)).with_context(|| format!("{}: cannot create", out.join(folder).display()))?;
     }
@@ -36,12 +39,10 @@ fn run_matrix(path: &Path, out: &Path, load: &LoadArgs) -> anyhow::Result<()> {
     }
     drop(dataset);
 
-    let cells = matrix.cells();
     let mut finished = Vec::new();
-    for (i, cell) in cells.iter().enumerate() {
+    for (i, (cell, config)) in cells.iter().zip(configs).enumerate() {
         let dir = cell.dir(out);
         let label = format!("cell {}/{}: {} × {}, seed {}", i + 1, cells.len(), cell.attack.name, cell.defense.name, cell.seed);
-        let config = cell_config(&base, cell.defense, cell.seed).map_err(|e| anyhow::anyhow!("{}: {e}", matrix.config.display()))?;
         let config_file = dir.join("config.toml");
         let started = dir.join("checkpoint").exists() || dir.join("summary.json").exists();
         if started && std::fs::read_to_string(&config_file).ok().as_deref() != Some(&config) {
@@ -55,7 +56,7 @@ fn run_matrix(path: &Path, out: &Path, load: &LoadArgs) -> anyhow::Result<()> {
                 std::fs::remove_dir_all(&dir).with_context(|| format!("{}: cannot clear", dir.display()))?;
             }
             let bundle = bundle_file(out, cell.attack).canonicalize().context("the bundle made above")?;
-            let inputs = RunInputs { bundle, defense: cell.defense.defense().into(), backend: Default::default() };
+            let inputs = RunInputs { bundle, defense: cell.defense.defense().into(), backend: Default::default(), bundle_sha256: None };
             train_run(&inputs, &config, &config_file, &dir, started).with_context(|| format!("{label} failed; run the bench again to resume it"))?;
         }
         let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json"))?)?;

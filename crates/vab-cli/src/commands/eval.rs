@@ -12,10 +12,13 @@ use super::train::RunInputs;
 use crate::cli::EvalArgs;
 
 pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
-    let (model_path, bundle_path) = inputs(&args.model, args.bundle.as_deref())?;
+    let (model_path, source) = inputs(&args.model, args.bundle.as_deref())?;
     let device = Backend::Flex.device().map_err(anyhow::Error::msg)?;
     let (model, card) = import_pytorch(&model_path, &device)?;
-    let bundle = Bundle::read(&bundle_path)?;
+    let (bundle, bundle_path) = match source {
+        BundleSource::File(path) => (Bundle::read(&path)?, path),
+        BundleSource::Run(run) => (run.read_bundle(&args.model)?, run.bundle),
+    };
     let classes = bundle.meta.class_names.clone();
     let channels = bundle.test.shape().channels;
     if channels != card.in_channels || classes.len() != card.num_classes {
@@ -37,14 +40,21 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Where the test sets come from: a bundle named on the command line, or the run's own.
+enum BundleSource {
+    File(PathBuf),
+    /// The run's `run.json`, whose bundle must still be the file it trained on.
+    Run(RunInputs),
+}
+
 /// The model file and the bundle: a run directory gives its `model.safetensors` and, unless
 /// `bundle` is given, the bundle in its `run.json`.
-fn inputs(model: &Path, bundle: Option<&Path>) -> anyhow::Result<(PathBuf, PathBuf)> {
+fn inputs(model: &Path, bundle: Option<&Path>) -> anyhow::Result<(PathBuf, BundleSource)> {
     if !model.is_dir() {
         let Some(bundle) = bundle else {
             bail!("{}: a model file needs --bundle (only a run directory knows its bundle)", model.display());
         };
-        return Ok((model.to_path_buf(), bundle.to_path_buf()));
+        return Ok((model.to_path_buf(), BundleSource::File(bundle.to_path_buf())));
     }
     if !model.join("run.json").is_file() {
         bail!("{}: not a vab run directory (no run.json); pass a run directory or a model file with --bundle", model.display());
@@ -54,12 +64,11 @@ fn inputs(model: &Path, bundle: Option<&Path>) -> anyhow::Result<(PathBuf, PathB
         bail!("{}: no model.safetensors (the run has not finished; `vab train --resume {}` completes it)", model.display(), model.display());
     }
     let bundle = match bundle {
-        Some(b) => b.to_path_buf(),
+        Some(b) => BundleSource::File(b.to_path_buf()),
         None => {
             let path = model.join("run.json");
             let text = std::fs::read_to_string(&path).with_context(|| format!("{}: cannot read", path.display()))?;
-            let run: RunInputs = serde_json::from_str(&text).with_context(|| format!("{}: not a vab run record; pass --bundle", path.display()))?;
-            run.bundle
+            BundleSource::Run(serde_json::from_str(&text).with_context(|| format!("{}: not a vab run record; pass --bundle", path.display()))?)
         }
     };
     Ok((file, bundle))

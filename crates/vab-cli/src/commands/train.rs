@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use vab_core::config::TrainConfig;
 use vab_core::data::{EvalSets, GroundTruth, TrainingSet};
 use vab_core::defenses::vab::train::train_vab;
@@ -15,13 +16,42 @@ use crate::detection_log::DetectionLog;
 use crate::progress::EpochBar;
 
 /// What a run directory records about its inputs (`run.json`), so `--resume` needs nothing else.
-#[derive(Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 pub struct RunInputs {
     pub bundle: PathBuf,
     /// `none` or `vab`.
     pub defense: String,
     #[serde(default)]
     pub backend: vab_core::backend::Backend,
+    /// SHA-256 of the bundle file when the run started, so that `--resume` and `vab eval`
+    /// refuse another file put at its path (absent in runs made before it was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bundle_sha256: Option<String>,
+}
+
+impl RunInputs {
+    /// Reads the run's bundle; `Err` when its bytes are not those the run in `run_dir` started
+    /// with.
+    pub fn read_bundle(&self, run_dir: &Path) -> anyhow::Result<Bundle> {
+        let (bundle, sha256) = read_bundle(&self.bundle)?;
+        if let Some(recorded) = self.bundle_sha256.as_deref().filter(|&r| r != sha256) {
+            bail!(
+                "{}: not the bundle the run {} started with (SHA-256 {}…, the run recorded {}…); put that bundle back at this path or start a new run",
+                self.bundle.display(),
+                run_dir.display(),
+                &sha256[..12],
+                &recorded[..recorded.len().min(12)]
+            );
+        }
+        Ok(bundle)
+    }
+}
+
+/// A bundle and the SHA-256 of its file, in hex.
+pub fn read_bundle(path: &Path) -> anyhow::Result<(Bundle, String)> {
+    let bytes = std::fs::read(path).with_context(|| format!("{}: cannot read bundle", path.display()))?;
+    let sha256 = Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
+    Ok((Bundle::from_bytes(path, &bytes)?, sha256))
 }
 
 pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
@@ -40,7 +70,7 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
                 bail!("{}: already holds a run; continue it with --resume {} or choose another --out", out.display(), out.display());
             }
             let bundle = bundle.canonicalize().with_context(|| format!("{}: cannot open bundle", bundle.display()))?;
-            let inputs = RunInputs { bundle, defense: args.defense.clone(), backend: args.backend };
+            let inputs = RunInputs { bundle, defense: args.defense.clone(), backend: args.backend, bundle_sha256: None };
             train_run(&inputs, &read(config)?, config, out, false)
         }
     }
@@ -50,12 +80,16 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
 /// `config_file`, which errors name) into `run_dir`, or continues it there with `resume`.
 pub fn train_run(inputs: &RunInputs, config_text: &str, config_file: &Path, run_dir: &Path, resume: bool) -> anyhow::Result<()> {
     let config = TrainConfig::from_toml(config_text).map_err(|e| anyhow::anyhow!("{}: {e}", config_file.display()))?;
-    let bundle = Bundle::read(&inputs.bundle)?;
+    let (bundle, sha256) = match resume {
+        true => (inputs.read_bundle(run_dir)?, None),
+        false => read_bundle(&inputs.bundle).map(|(bundle, sha256)| (bundle, Some(sha256)))?,
+    };
     let (train, evals, ground_truth) = vab_core::data::split(bundle).map_err(|e| anyhow::anyhow!("{}: {e}", inputs.bundle.display()))?;
     if !resume {
+        let record = RunInputs { bundle_sha256: sha256, ..inputs.clone() };
         std::fs::create_dir_all(run_dir).with_context(|| format!("{}: cannot create run directory", run_dir.display()))?;
         std::fs::write(config_path(run_dir), config_text).with_context(|| format!("{}: cannot write", run_dir.display()))?;
-        std::fs::write(run_dir.join("run.json"), serde_json::to_string_pretty(inputs)?)?;
+        std::fs::write(run_dir.join("run.json"), serde_json::to_string_pretty(&record)?)?;
     }
     let samples = config.data.train_subset.map_or(train.images.len(), |k| k.min(train.images.len()));
     eprintln!("training {:?} on {} ({samples} of {} training samples), defense {}", config.model.arch, inputs.bundle.display(), train.images.len(), inputs.defense);
