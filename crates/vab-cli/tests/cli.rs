@@ -564,3 +564,25 @@ fn a_run_refuses_another_bundle_at_its_path() {
     let eval = vab(&["eval", run_arg], tmp.path());
     assert!(eval.status.success(), "{}", text(&eval.stderr));
 }
+
+/// A poisoned bundle is not a dataset to make a new bundle from: `vab data bundle` and
+/// `vab poison` refuse it (they would drop its poison flags and true labels) and write nothing;
+/// a clean bundle is accepted.
+#[test]
+fn a_poisoned_bundle_is_not_a_source_for_a_new_bundle() {
+    let tmp = tempfile::tempdir().unwrap();
+    tiny_cifar10(tmp.path(), 20);
+    let data = tmp.path().join("cifar-10-batches-bin");
+    let (poisoned, out) = (tmp.path().join("p.safetensors"), tmp.path().join("out.safetensors"));
+    let made = vab(&poison_args(data.to_str().unwrap(), poisoned.to_str().unwrap(), &["--attack", "badnets", "--rate", "0.2"]), tmp.path());
+    assert!(made.status.success(), "{}", text(&made.stderr));
+    let (p, o) = (poisoned.to_str().unwrap(), out.to_str().unwrap());
+    assert_clean_error(&vab(&["data", "bundle", p, "-o", o], tmp.path()), "a poisoned bundle");
+    assert_clean_error(&vab(&poison_args(p, o, &["--attack", "blend"]), tmp.path()), "a poisoned bundle");
+    assert!(!out.exists(), "nothing written");
+    let clean = tmp.path().join("clean.safetensors");
+    let c = clean.to_str().unwrap();
+    assert!(vab(&["data", "bundle", data.to_str().unwrap(), "-o", c], tmp.path()).status.success());
+    let again = vab(&["data", "bundle", c, "-o", o], tmp.path());
+    assert!(again.status.success(), "{}", text(&again.stderr));
+}

@@ -86,7 +86,7 @@ fn ensure_bundle(matrix: &Matrix, attack: &AttackRow, out: &Path, load: &LoadArg
         return Ok(());
     }
     if dataset.is_none() {
-        *dataset = Some(super::load_dataset(&matrix.data, load)?);
+        *dataset = Some(super::load_source_dataset(&matrix.data, load)?);
     }
     let data = dataset.as_ref().expect("loaded above");
     let source = matrix.data.display().to_string();

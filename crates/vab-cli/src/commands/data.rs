@@ -21,7 +21,7 @@ pub fn run(command: DataCommand) -> anyhow::Result<()> {
             Ok(())
         }
         DataCommand::Bundle { source, output } => {
-            let dataset = load(&source)?;
+            let dataset = super::load_source_dataset(&source.path, &source.load)?;
             Bundle::clean(dataset, source.path.display().to_string()).write(&output)?;
             println!("wrote {}", output.display());
             Ok(())

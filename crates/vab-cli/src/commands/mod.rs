@@ -44,3 +44,20 @@ pub fn load_dataset(path: &Path, args: &LoadArgs) -> anyhow::Result<Dataset> {
     eprintln!("loaded {} in {:.2} s{cache}", path.display(), start.elapsed().as_secs_f64());
     Ok(loaded.dataset)
 }
+
+/// Loads a dataset to make a new bundle from (`vab data bundle`, `vab poison`, a bench's
+/// data). A poisoned bundle is refused: as a plain dataset its triggered images and flipped
+/// labels would pass for clean ones, and which samples are poisoned would be lost.
+pub fn load_source_dataset(path: &Path, args: &LoadArgs) -> anyhow::Result<Dataset> {
+    if matches!(vab_data::detect(path), Ok(vab_data::SourceKind::Bundle)) {
+        let bundle = vab_data::Bundle::read(path)?;
+        if bundle.meta.attack.is_some() {
+            anyhow::bail!(
+                "{}: a poisoned bundle; made into a new bundle it would lose which samples are poisoned and their true labels. Use the dataset it was made from ({})",
+                path.display(),
+                bundle.meta.source
+            );
+        }
+    }
+    load_dataset(path, args)
+}

@@ -16,7 +16,7 @@ use crate::progress::EpochBar;
 
 pub fn run(args: &PoisonArgs) -> anyhow::Result<()> {
     let params = attack_params(args.config.as_deref(), &args.set)?;
-    let dataset = super::load_dataset(&args.data, &args.load)?;
+    let dataset = super::load_source_dataset(&args.data, &args.load)?;
     let start = Instant::now();
     let spec = PoisonSpec {
         rate: args.rate,
