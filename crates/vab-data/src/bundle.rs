@@ -155,7 +155,15 @@ impl Bundle {
 
     /// Reads and validates a bundle.
     pub fn read(path: &Path) -> Result<Self> {
-        Self::from_bytes(path, &fsutil::read(path)?)
+        Self::from_bytes(path, &Self::read_bytes(path)?)
+    }
+
+    /// The bytes of a bundle file; a directory gets an error saying how to make a bundle.
+    pub fn read_bytes(path: &Path) -> Result<Vec<u8>> {
+        if path.is_dir() {
+            return Err(DataError::invalid(path, "a directory, not a bundle; make one with `vab data bundle DIR -o BUNDLE.safetensors` (or `vab poison`)"));
+        }
+        fsutil::read(path)
     }
 
     /// Parses and validates bundle bytes; `path` only names the source in errors.
@@ -354,6 +362,13 @@ mod tests {
         let zero = safetensors::serialize(tensors, header.metadata()).unwrap();
         let err = Bundle::from_bytes(Path::new("z.safetensors"), &zero).unwrap_err().to_string();
         assert_eq!(err, "z.safetensors: images of size 3×0×0 have no pixels");
+    }
+
+    #[test]
+    fn a_directory_is_not_a_bundle() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = Bundle::read(dir.path()).unwrap_err().to_string();
+        assert!(err.ends_with("a directory, not a bundle; make one with `vab data bundle DIR -o BUNDLE.safetensors` (or `vab poison`)"), "{err}");
     }
 
     #[test]

@@ -95,6 +95,11 @@ fn attack_params(config: Option<&Path>, sets: &[String]) -> anyhow::Result<serde
             .unwrap_or_else(|| toml::Value::String(value.to_string()));
         table.insert(key.trim().to_string(), value);
     }
+    // JSON has no NaN or infinity: they would reach the attack as `null`.
+    if let Some((key, value)) = table.iter().find(|(_, v)| v.as_float().is_some_and(|f| !f.is_finite())) {
+        let from = config.map_or(String::new(), |p| format!(" (from --set or {})", p.display()));
+        bail!("attack parameter {key} = {value}{from}: not a finite number");
+    }
     Ok(serde_json::to_value(table)?)
 }
 
@@ -168,6 +173,10 @@ mod tests {
         let params = attack_params(None, &["alpha=0.2".into(), "preset=white-3x3-br".into(), "compat_uint8_wrap=true".into(), "k=4".into()]).unwrap();
         assert_eq!(params, serde_json::json!({"alpha": 0.2, "preset": "white-3x3-br", "compat_uint8_wrap": true, "k": 4}));
         assert!(attack_params(None, &["novalue".into()]).unwrap_err().to_string().contains("expected KEY=VALUE"));
+        for bad in ["alpha=nan", "alpha=inf", "alpha=-inf"] {
+            let err = attack_params(None, &[bad.into()]).unwrap_err().to_string();
+            assert!(err.starts_with("attack parameter alpha = ") && err.ends_with("not a finite number"), "{err}");
+        }
     }
 
     #[test]

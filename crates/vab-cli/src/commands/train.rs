@@ -49,7 +49,7 @@ impl RunInputs {
 
 /// A bundle and the SHA-256 of its file, in hex.
 pub fn read_bundle(path: &Path) -> anyhow::Result<(Bundle, String)> {
-    let bytes = std::fs::read(path).with_context(|| format!("{}: cannot read bundle", path.display()))?;
+    let bytes = Bundle::read_bytes(path)?;
     let sha256 = Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
     Ok((Bundle::from_bytes(path, &bytes)?, sha256))
 }
