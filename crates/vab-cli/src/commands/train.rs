@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use vab_core::config::TrainConfig;
 use vab_core::data::{EvalSets, GroundTruth, TrainingSet};
+use vab_core::defenses::vab::split_check::split_warnings;
 use vab_core::defenses::vab::train::train_vab;
 use vab_core::engine::run::{config_path, train_baseline, training_members, write_json};
 use vab_data::Bundle;
@@ -84,6 +85,7 @@ pub fn train_run(inputs: &RunInputs, config_text: &str, config_file: &Path, run_
         true => (inputs.read_bundle(run_dir)?, None),
         false => read_bundle(&inputs.bundle).map(|(bundle, sha256)| (bundle, Some(sha256)))?,
     };
+    let class_names = bundle.meta.class_names.clone();
     let (train, evals, ground_truth) = vab_core::data::split(bundle).map_err(|e| anyhow::anyhow!("{}: {e}", inputs.bundle.display()))?;
     if !resume {
         let record = RunInputs { bundle_sha256: sha256, ..inputs.clone() };
@@ -94,7 +96,7 @@ pub fn train_run(inputs: &RunInputs, config_text: &str, config_file: &Path, run_
     let samples = config.data.train_subset.map_or(train.images.len(), |k| k.min(train.images.len()));
     eprintln!("training {:?} on {} ({samples} of {} training samples), defense {}", config.model.arch, inputs.bundle.display(), train.images.len(), inputs.defense);
     if inputs.defense == "vab" {
-        return train_vab_run(&config, inputs, &train, &evals, &ground_truth, run_dir, resume);
+        return train_vab_run(&config, inputs, &train, &evals, &ground_truth, &class_names, run_dir, resume);
     }
     let summary = train_baseline(&config, inputs.backend, &train, &evals, run_dir, resume, &EpochBar::new())?;
     println!("{} after {} epochs in {:.0} s; run directory {}", summary.metrics.describe(), summary.epochs, summary.wall_s, run_dir.display());
@@ -102,13 +104,20 @@ pub fn train_run(inputs: &RunInputs, config_text: &str, config_file: &Path, run_
 }
 
 /// `--defense vab`: the run, then the reporting that needs the poison flags.
-fn train_vab_run(config: &TrainConfig, inputs: &RunInputs, train: &TrainingSet, evals: &EvalSets, truth: &GroundTruth, run_dir: &Path, resume: bool) -> anyhow::Result<()> {
+#[allow(clippy::too_many_arguments)]
+fn train_vab_run(config: &TrainConfig, inputs: &RunInputs, train: &TrainingSet, evals: &EvalSets, truth: &GroundTruth, class_names: &[String], run_dir: &Path, resume: bool) -> anyhow::Result<()> {
     let members = training_members(config, train.images.len());
     let labels = members.iter().map(|&i| train.images.labels()[i]).collect();
     let mut log = DetectionLog::new(run_dir, members.iter().map(|&i| truth.poisoned[i]).collect(), labels, train.num_classes)?;
     let outcome = train_vab(config, inputs.backend, train, evals, run_dir, resume, &EpochBar::new(), &mut log)?;
     log.write_suspicious_csv(&outcome.split, &outcome.members)?;
-    let summary = outcome.summary(Some(log.score(&outcome.split)));
+    let class_names: Vec<String> = (0..train.num_classes).map(|c| class_names.get(c).cloned().unwrap_or_else(|| c.to_string())).collect();
+    let subset_labels: Vec<u16> = outcome.members.iter().map(|&i| train.images.labels()[i]).collect();
+    let warnings = split_warnings(&outcome.split.suspicious, &subset_labels, &class_names);
+    for warning in &warnings {
+        eprintln!("warning: {warning}");
+    }
+    let summary = outcome.summary(Some(log.score(&outcome.split)), warnings);
     write_json(&run_dir.join("summary.json"), &summary)?;
     if let Some(m) = &summary.after_stage2 {
         println!("after stage 2: {}", m.describe());

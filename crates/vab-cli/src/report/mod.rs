@@ -135,6 +135,9 @@ fn summary_table(s: &Value) -> String {
         let times: Vec<String> = stages.iter().map(|t| format!("{} {:.0} s", t["stage"].as_str().unwrap_or("?"), t["wall_s"].as_f64().unwrap_or(0.0))).collect();
         rows.push(("stage wall times", times.join(", ")));
     }
+    for warning in s["warnings"].as_array().into_iter().flatten() {
+        rows.push(("warning: the split may have failed", warning.as_str().unwrap_or("?").to_string()));
+    }
     let mut out = String::from("<table>");
     for (k, v) in rows {
         let _ = write!(out, "<tr><th>{}</th><td>{}</td></tr>", escape(k), escape(&v));

@@ -5,6 +5,7 @@
 //! - [`beneficiary`]: the Beneficiary's epochs of stage 2 (credible set, [`attention_mix`] or
 //!   another of [`mixes`]) and stage 3;
 //! - [`semi_supervised`]: stage 3's targets, pseudo-labels and [`suppression`] (eq. 10-11);
+//! - [`split_check`]: warnings when the final split looks like it failed;
 //! - [`train`]: the whole run, its outputs and timings; [`config`]: the `[vab]` section;
 //!   [`stage_bench`]: seconds per batch of each stage (`vab bench step --stage`).
 //!
@@ -18,6 +19,7 @@ pub mod entropy;
 pub mod gmm;
 pub mod mixes;
 pub mod semi_supervised;
+pub mod split_check;
 pub mod stage_bench;
 pub mod suppression;
 pub mod threshold;

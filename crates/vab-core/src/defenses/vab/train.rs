@@ -51,6 +51,9 @@ pub struct VabSummary {
     pub credible: usize,
     /// Against the bundle's poison flags (reporting only).
     pub detection: Option<Detection>,
+    /// Signs that the final split failed ([`super::split_check`]); empty when none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// What a V&B run returns.
@@ -65,8 +68,8 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    /// The summary, with the caller's detection figures.
-    pub fn summary(&self, detection: Option<Detection>) -> VabSummary {
+    /// The summary, with the caller's detection figures and split warnings.
+    pub fn summary(&self, detection: Option<Detection>, warnings: Vec<String>) -> VabSummary {
         VabSummary {
             summary: self.summary.clone(),
             after_stage2: self.after_stage2.clone(),
@@ -75,6 +78,7 @@ impl Outcome {
             suspicious: self.split.suspicious.len(),
             credible: self.split.credible.len(),
             detection,
+            warnings,
         }
     }
 }
