@@ -138,32 +138,35 @@ fn valid_outputs(out: usize, len: usize, stride: usize, offset: usize, padding: 
 
 /// `col` `[taps, images·P]` of images `first..first + images`: row (c, i, j), column
 /// (image, oy, ox) holds x[image, c, oy·s + i·d - p, ox·s + j·d - p], zero outside the input.
+/// Written front to back, each element once: zeros only where the window leaves the input,
+/// instead of zeroing the whole matrix first (ResNet-18 step 1.02×, median of 5 pairs).
 fn im2col(x: &[f32], g: Geometry, first: usize, images: usize) -> Vec<f32> {
-    let (positions, width) = (g.positions(), images * g.positions());
     let [out_h, out_w] = g.out_size;
-    let mut col = vec![0f32; g.taps() * width];
-    for (tap, row) in col.chunks_mut(width).enumerate() {
+    let zeros = |col: &mut Vec<f32>, n: usize| col.resize(col.len() + n, 0.0);
+    let mut col = Vec::with_capacity(g.taps() * images * g.positions());
+    for tap in 0..g.taps() {
         let (channel, i, j) = tap_of(tap, g);
         let rows = valid_outputs(out_h, g.in_size[0], g.stride[0], i * g.dilation[0], g.padding[0]);
         let cols = valid_outputs(out_w, g.in_size[1], g.stride[1], j * g.dilation[1], g.padding[1]);
+        let ix = |ox: usize| ox * g.stride[1] + j * g.dilation[1] - g.padding[1];
         for image in 0..images {
             let plane = &x[((first + image) * g.in_channels + channel) * g.in_plane()..][..g.in_plane()];
-            let row = &mut row[image * positions..][..positions];
+            zeros(&mut col, rows.start * out_w);
             for oy in rows.clone() {
                 let iy = oy * g.stride[0] + i * g.dilation[0] - g.padding[0];
-                let out_row = &mut row[oy * out_w..][..out_w];
                 let in_row = &plane[iy * g.in_size[1]..][..g.in_size[1]];
-                let ix = |ox: usize| ox * g.stride[1] + j * g.dilation[1] - g.padding[1];
+                zeros(&mut col, cols.start);
                 if g.stride[1] == 1 && !cols.is_empty() {
-                    out_row[cols.clone()].copy_from_slice(&in_row[ix(cols.start)..ix(cols.start) + cols.len()]);
+                    col.extend_from_slice(&in_row[ix(cols.start)..ix(cols.start) + cols.len()]);
                 } else {
-                    for ox in cols.clone() {
-                        out_row[ox] = in_row[ix(ox)];
-                    }
+                    col.extend(cols.clone().map(|ox| in_row[ix(ox)]));
                 }
+                zeros(&mut col, out_w - cols.end);
             }
+            zeros(&mut col, (out_h - rows.end) * out_w);
         }
     }
+    debug_assert_eq!(col.len(), g.taps() * images * g.positions());
     col
 }
 
