@@ -104,9 +104,15 @@ pub fn bench_stage(config: &TrainConfig, backend: Backend, stage: StageKind, ima
         let start = Instant::now();
         match stage {
             StageKind::Victim => victim.train_epoch(&ctx, &credible)?,
-            StageKind::Refresh => drop(victim.refresh(&ctx, vab.entropy_momentum)),
-            StageKind::Stage2 => drop(beneficiary.train_epoch(&ctx, config, vab, 1, &split, None)?),
-            StageKind::Stage3 => drop(beneficiary.train_epoch(&ctx, config, vab, vab.stage2_epochs + 1, &split, Some(&suppression))?),
+            StageKind::Refresh => {
+                victim.refresh(&ctx, vab.entropy_momentum);
+            }
+            StageKind::Stage2 => {
+                beneficiary.train_epoch(&ctx, config, vab, 1, &split, None)?;
+            }
+            StageKind::Stage3 => {
+                beneficiary.train_epoch(&ctx, config, vab, vab.stage2_epochs + 1, &split, Some(&suppression))?;
+            }
         }
         let mut seconds = start.elapsed().as_secs_f64();
         if stage == StageKind::Refresh {
