@@ -118,6 +118,9 @@ pub struct Loaded {
     pub dataset: Dataset,
     pub kind: SourceKind,
     pub cache: CacheOutcome,
+    /// For a poisoned bundle, the source it was made from: its `dataset` holds triggered
+    /// images and flipped labels, and its poison flags are not carried over.
+    pub poisoned_from: Option<String>,
 }
 
 /// Loads any supported source as a [`Dataset`] (a bundle gives its train labels as trained on).
@@ -127,8 +130,13 @@ pub fn load(path: &Path, options: &LoadOptions, progress: &dyn Progress) -> Resu
     if options.resize.is_some() && !is_folder {
         return Err(DataError::invalid(path, "resizing applies to image folders and archives only"));
     }
+    let mut poisoned_from = None;
     let (dataset, cache) = match &kind {
-        SourceKind::Bundle => (Bundle::read(path)?.into_dataset(), CacheOutcome::NotUsed),
+        SourceKind::Bundle => {
+            let bundle = Bundle::read(path)?;
+            poisoned_from = bundle.meta.attack.is_some().then(|| bundle.meta.source.clone());
+            (bundle.into_dataset(), CacheOutcome::NotUsed)
+        }
         SourceKind::Cifar(cifar_kind, dir) => (cifar::load(*cifar_kind, dir)?, CacheOutcome::NotUsed),
         SourceKind::Idx => (idx::load(path)?, CacheOutcome::NotUsed),
         SourceKind::Folder | SourceKind::Archive if options.no_cache => {
@@ -136,7 +144,7 @@ pub fn load(path: &Path, options: &LoadOptions, progress: &dyn Progress) -> Resu
         }
         SourceKind::Folder | SourceKind::Archive => load_cached(path, options, progress)?,
     };
-    Ok(Loaded { dataset, kind, cache })
+    Ok(Loaded { dataset, kind, cache, poisoned_from })
 }
 
 fn load_cached(path: &Path, options: &LoadOptions, progress: &dyn Progress) -> Result<(Dataset, CacheOutcome)> {

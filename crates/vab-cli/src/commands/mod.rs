@@ -32,9 +32,33 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
 
 /// Loads a dataset, telling the user where it came from and how long it took.
 pub fn load_dataset(path: &Path, args: &LoadArgs) -> anyhow::Result<Dataset> {
+    load(path, args, Poisoned::Accept)
+}
+
+/// Loads a dataset to make a new bundle from (`vab data bundle`, `vab poison`, a bench's
+/// data). A poisoned bundle is refused: as a plain dataset its triggered images and flipped
+/// labels would pass for clean ones, and which samples are poisoned would be lost.
+pub fn load_source_dataset(path: &Path, args: &LoadArgs) -> anyhow::Result<Dataset> {
+    load(path, args, Poisoned::Refuse)
+}
+
+/// Whether a poisoned bundle may be loaded as a dataset.
+#[derive(PartialEq)]
+enum Poisoned {
+    Accept,
+    Refuse,
+}
+
+fn load(path: &Path, args: &LoadArgs, poisoned: Poisoned) -> anyhow::Result<Dataset> {
     let start = Instant::now();
     let options = LoadOptions { resize: args.resize, cache_dir: args.cache_dir.clone(), no_cache: args.no_cache };
     let loaded = vab_data::load(path, &options, &Bar::new())?;
+    if let Some(source) = loaded.poisoned_from.as_deref().filter(|_| poisoned == Poisoned::Refuse) {
+        anyhow::bail!(
+            "{}: a poisoned bundle; made into a new bundle it would lose which samples are poisoned and their true labels. Use the dataset it was made from ({source})",
+            path.display()
+        );
+    }
     let cache = match &loaded.cache {
         CacheOutcome::NotUsed => String::new(),
         CacheOutcome::Hit(p) => format!(" from cache {}", p.display()),
@@ -45,19 +69,3 @@ pub fn load_dataset(path: &Path, args: &LoadArgs) -> anyhow::Result<Dataset> {
     Ok(loaded.dataset)
 }
 
-/// Loads a dataset to make a new bundle from (`vab data bundle`, `vab poison`, a bench's
-/// data). A poisoned bundle is refused: as a plain dataset its triggered images and flipped
-/// labels would pass for clean ones, and which samples are poisoned would be lost.
-pub fn load_source_dataset(path: &Path, args: &LoadArgs) -> anyhow::Result<Dataset> {
-    if matches!(vab_data::detect(path), Ok(vab_data::SourceKind::Bundle)) {
-        let bundle = vab_data::Bundle::read(path)?;
-        if bundle.meta.attack.is_some() {
-            anyhow::bail!(
-                "{}: a poisoned bundle; made into a new bundle it would lose which samples are poisoned and their true labels. Use the dataset it was made from ({})",
-                path.display(),
-                bundle.meta.source
-            );
-        }
-    }
-    load_dataset(path, args)
-}

@@ -111,9 +111,8 @@ fn train_vab_run(config: &TrainConfig, inputs: &RunInputs, train: &TrainingSet, 
     let mut log = DetectionLog::new(run_dir, members.iter().map(|&i| truth.poisoned[i]).collect(), labels, train.num_classes)?;
     let outcome = train_vab(config, inputs.backend, train, evals, run_dir, resume, &EpochBar::new(), &mut log)?;
     log.write_suspicious_csv(&outcome.split, &outcome.members)?;
-    let class_names: Vec<String> = (0..train.num_classes).map(|c| class_names.get(c).cloned().unwrap_or_else(|| c.to_string())).collect();
     let subset_labels: Vec<u16> = outcome.members.iter().map(|&i| train.images.labels()[i]).collect();
-    let warnings = split_warnings(&outcome.split.suspicious, &subset_labels, &class_names);
+    let warnings = split_warnings(&outcome.split.suspicious, &subset_labels, class_names);
     for warning in &warnings {
         eprintln!("warning: {warning}");
     }
