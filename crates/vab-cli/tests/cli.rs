@@ -535,18 +535,23 @@ fn dynamic_attack_trains_its_generator_poisons_with_cross_samples_and_caches() {
     assert!(deltas.windows(2).any(|w| w[0] != w[1]), "every image got the same trigger");
 }
 
+/// A BadNets bundle (rate 0.2, poisoning `seed`) of the tiny CIFAR-10 folder in `root`, written
+/// to `root/name`.
+fn tiny_badnets_bundle(root: &Path, name: &str, seed: &str) -> PathBuf {
+    let data = root.join("cifar-10-batches-bin");
+    let path = root.join(name);
+    let out = vab(&poison_args(data.to_str().unwrap(), path.to_str().unwrap(), &["--attack", "badnets", "--rate", "0.2", "--seed", seed]), root);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    path
+}
+
 /// A run records its bundle's SHA-256: `--resume` and `vab eval` of the run refuse another file
 /// put at the bundle's path, naming both, and accept the original again.
 #[test]
 fn a_run_refuses_another_bundle_at_its_path() {
     let tmp = tempfile::tempdir().unwrap();
     tiny_cifar10(tmp.path(), 20);
-    let data = tmp.path().join("cifar-10-batches-bin");
-    let (bundle, other) = (tmp.path().join("b.safetensors"), tmp.path().join("other.safetensors"));
-    for (path, seed) in [(&bundle, "1"), (&other, "2")] {
-        let out = vab(&poison_args(data.to_str().unwrap(), path.to_str().unwrap(), &["--attack", "badnets", "--rate", "0.2", "--seed", seed]), tmp.path());
-        assert!(out.status.success(), "{}", text(&out.stderr));
-    }
+    let (bundle, other) = (tiny_badnets_bundle(tmp.path(), "b.safetensors", "1"), tiny_badnets_bundle(tmp.path(), "other.safetensors", "2"));
     let config = tmp.path().join("one.toml");
     std::fs::write(&config, "[model]\narch = \"small\"\n[train]\nepochs = 1\nbatch_size = 50\nlr = 0.05\n[train.optimizer]\nkind = \"sgd\"\nmomentum = 0.9\nweight_decay = 5e-4\n[train.schedule]\nkind = \"cosine\"\nmin_lr = 0.0\n").unwrap();
     let run = tmp.path().join("run");
@@ -573,9 +578,7 @@ fn a_poisoned_bundle_is_not_a_source_for_a_new_bundle() {
     let tmp = tempfile::tempdir().unwrap();
     tiny_cifar10(tmp.path(), 20);
     let data = tmp.path().join("cifar-10-batches-bin");
-    let (poisoned, out) = (tmp.path().join("p.safetensors"), tmp.path().join("out.safetensors"));
-    let made = vab(&poison_args(data.to_str().unwrap(), poisoned.to_str().unwrap(), &["--attack", "badnets", "--rate", "0.2"]), tmp.path());
-    assert!(made.status.success(), "{}", text(&made.stderr));
+    let (poisoned, out) = (tiny_badnets_bundle(tmp.path(), "p.safetensors", "0"), tmp.path().join("out.safetensors"));
     let (p, o) = (poisoned.to_str().unwrap(), out.to_str().unwrap());
     assert_clean_error(&vab(&["data", "bundle", p, "-o", o], tmp.path()), "a poisoned bundle");
     assert_clean_error(&vab(&poison_args(p, o, &["--attack", "blend"]), tmp.path()), "a poisoned bundle");
