@@ -53,6 +53,27 @@ pub struct EvalArgs {
     /// Test images per forward pass; lower it when memory is short (e.g. 224-pixel images).
     #[arg(long, value_name = "N", default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..))]
     pub batch_size: u32,
+    #[command(flatten)]
+    pub compute: ComputeArgs,
+}
+
+/// Where networks are computed: `--backend` and `--device`.
+#[derive(Args, Debug, Clone)]
+pub struct ComputeArgs {
+    /// Compute backend: flex (built in), tch (libtorch on the CPU), wgpu (a GPU through Vulkan,
+    /// Metal or DX12) or cuda; all but flex need a build with `--features <name>`.
+    #[arg(long, default_value = "flex")]
+    pub backend: vab_core::backend::Backend,
+    /// Which GPU, with --backend wgpu or cuda (0 = the first one found).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub device: usize,
+}
+
+impl ComputeArgs {
+    /// The backend on the chosen device.
+    pub fn backend(&self) -> anyhow::Result<vab_core::backend::Backend> {
+        self.backend.on_device(self.device).map_err(anyhow::Error::msg)
+    }
 }
 
 /// `vab train`.
@@ -75,10 +96,9 @@ pub struct TrainArgs {
     /// Continue an interrupted run from its last checkpoint.
     #[arg(long, value_name = "RUN_DIR", conflicts_with_all = ["bundle", "config", "out"])]
     pub resume: Option<PathBuf>,
-    /// Compute backend: flex (built in) or tch (libtorch; needs a build with `--features tch`).
-    /// A resumed run keeps the backend it started with.
-    #[arg(long, default_value = "flex", conflicts_with = "resume")]
-    pub backend: vab_core::backend::Backend,
+    /// A resumed run keeps the backend and device it started with.
+    #[command(flatten)]
+    pub compute: ComputeArgs,
 }
 
 /// `vab bench MATRIX.toml --out DIR`, or `vab bench step …`.
@@ -96,6 +116,8 @@ pub struct BenchArgs {
     pub out: Option<PathBuf>,
     #[command(flatten)]
     pub load: LoadArgs,
+    #[command(flatten)]
+    pub compute: ComputeArgs,
 }
 
 /// `vab bench step`.
@@ -139,9 +161,8 @@ pub enum BenchCommand {
         /// Also time vab's kernels per operation and geometry during the timed training steps.
         #[arg(long)]
         profile: bool,
-        /// Compute backend: flex or tch (needs a build with `--features tch`).
-        #[arg(long, default_value = "flex")]
-        backend: vab_core::backend::Backend,
+        #[command(flatten)]
+        compute: ComputeArgs,
     },
 }
 
@@ -185,6 +206,9 @@ pub struct PoisonArgs {
     /// Also write a PNG of clean/poisoned pairs and their magnified difference.
     #[arg(long, value_name = "PNG")]
     pub preview: Option<PathBuf>,
+    /// Where the attacks that train networks (cl, dynamic) compute.
+    #[command(flatten)]
+    pub compute: ComputeArgs,
 }
 
 #[derive(Subcommand, Debug)]

@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use burn::module::Module;
-use burn::tensor::{Distribution, Tensor};
+use burn::tensor::{Device, Distribution, Tensor};
 use serde::Serialize;
 
 use crate::backend::Backend;
@@ -46,6 +46,12 @@ pub(crate) fn median(values: &[f64]) -> f64 {
     v[v.len() / 2]
 }
 
+/// Waits until `device` has finished the work queued on it: GPU backends run asynchronously,
+/// so a timer must not stop before the device does.
+pub(crate) fn sync(device: &Device) -> Result<(), String> {
+    device.sync().map_err(|e| format!("the device failed: {e:?}"))
+}
+
 /// Times `steps` SGD steps (after `warmup`) at `batch` and as many inference passes at
 /// `infer_batch`, on random inputs of `image` = [C, H, W] with 10 classes; with `profile`, also
 /// where the training steps' time goes.
@@ -65,9 +71,11 @@ pub fn bench_step(backend: Backend, arch: Arch, batch: usize, infer_batch: usize
         if profile && i == warmup {
             op_profile::enable();
         }
+        sync(&inference)?;
         let t = Instant::now();
         let (next, _) = train_step(model, &mut optimizer, batch, 10, 0.01, &device);
         model = next;
+        sync(&inference)?;
         if i >= warmup {
             train_times.push(t.elapsed().as_secs_f64());
         }
@@ -84,8 +92,10 @@ pub fn bench_step(backend: Backend, arch: Arch, batch: usize, infer_batch: usize
     let mut infer_times = Vec::new();
     for i in 0..warmup + steps {
         let x: Tensor<4> = Tensor::random([infer_batch, c, h, w], Distribution::Normal(0.0, 1.0), &inference);
+        sync(&inference)?;
         let t = Instant::now();
         let _ = eval_model.forward(x).argmax(1).into_data();
+        sync(&inference)?;
         if i >= warmup {
             infer_times.push(t.elapsed().as_secs_f64());
         }

@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use vab_attacks::poison::PoisonSpec;
+use vab_core::backend::Backend;
 use vab_core::config::TrainConfig;
 use vab_core::defenses::vab::stage_bench::{self, StageKind};
 use vab_data::{Bundle, Dataset};
@@ -17,14 +18,14 @@ use crate::results::{self, CellResult};
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     match (args.command, args.matrix, args.out) {
         (Some(step), _, _) => bench_step(step),
-        (None, Some(matrix), Some(out)) => run_matrix(&matrix, &out, &args.load),
+        (None, Some(matrix), Some(out)) => run_matrix(&matrix, &out, &args.load, args.compute.backend()?),
         _ => bail!("give a matrix file and --out DIR, or `vab bench step`"),
     }
 }
 
 /// Makes the missing bundles, then runs every cell not finished yet (resuming interrupted
 /// ones), rewriting the results after each cell.
-fn run_matrix(path: &Path, out: &Path, load: &LoadArgs) -> anyhow::Result<()> {
+fn run_matrix(path: &Path, out: &Path, load: &LoadArgs, backend: Backend) -> anyhow::Result<()> {
     let matrix = Matrix::read(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     let base = std::fs::read_to_string(&matrix.config).with_context(|| format!("{}: cannot read the matrix's config", matrix.config.display()))?;
     let cells = matrix.cells();
@@ -35,7 +36,7 @@ fn run_matrix(path: &Path, out: &Path, load: &LoadArgs) -> anyhow::Result<()> {
     }
     let mut dataset = None;
     for attack in &matrix.attacks {
-        ensure_bundle(&matrix, attack, out, load, &mut dataset)?;
+        ensure_bundle(&matrix, attack, out, load, backend, &mut dataset)?;
     }
     drop(dataset);
 
@@ -56,7 +57,7 @@ fn run_matrix(path: &Path, out: &Path, load: &LoadArgs) -> anyhow::Result<()> {
                 std::fs::remove_dir_all(&dir).with_context(|| format!("{}: cannot clear", dir.display()))?;
             }
             let bundle = bundle_file(out, cell.attack).canonicalize().context("the bundle made above")?;
-            let inputs = RunInputs { bundle, defense: cell.defense.defense().into(), backend: Default::default(), bundle_sha256: None };
+            let inputs = RunInputs { bundle, defense: cell.defense.defense().into(), backend, bundle_sha256: None };
             train_run(&inputs, &config, &config_file, &dir, started).with_context(|| format!("{label} failed; run the bench again to resume it"))?;
         }
         let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json"))?)?;
@@ -75,7 +76,7 @@ fn bundle_file(out: &Path, attack: &AttackRow) -> PathBuf {
 
 /// Writes the attack's bundle unless it exists; an existing one must come from the same
 /// attack definition (kept beside it as JSON).
-fn ensure_bundle(matrix: &Matrix, attack: &AttackRow, out: &Path, load: &LoadArgs, dataset: &mut Option<Dataset>) -> anyhow::Result<()> {
+fn ensure_bundle(matrix: &Matrix, attack: &AttackRow, out: &Path, load: &LoadArgs, backend: Backend, dataset: &mut Option<Dataset>) -> anyhow::Result<()> {
     let bundle = bundle_file(out, attack);
     let spec_file = bundle.with_extension("json");
     let spec = serde_json::to_string_pretty(&serde_json::json!({ "data": matrix.data, "attack": attack }))?;
@@ -95,7 +96,7 @@ fn ensure_bundle(matrix: &Matrix, attack: &AttackRow, out: &Path, load: &LoadArg
         Some(name) => {
             let params = serde_json::to_value(&attack.params)?;
             let spec = PoisonSpec { rate: attack.rate, convention: None, label_rule: attack.label_rule, target: attack.target, seed: attack.seed };
-            let (bundle, record) = poison_with(data, &source, name, &params, &spec, load.cache_dir.as_deref()).with_context(|| format!("[[attack]] {:?}", attack.name))?;
+            let (bundle, record) = poison_with(data, &source, name, &params, &spec, load.cache_dir.as_deref(), backend).with_context(|| format!("[[attack]] {:?}", attack.name))?;
             eprintln!("{}: {} poisoned training samples, {} triggered test images", attack.name, record.poisoned, bundle.test_triggered.len());
             bundle
         }
@@ -128,7 +129,8 @@ fn machine() -> String {
 
 /// `vab bench step`.
 fn bench_step(command: BenchCommand) -> anyhow::Result<()> {
-    let BenchCommand::Step { model, stage, config, unlabelled, batch, infer_batch, size, warmup, steps, json, profile, backend } = command;
+    let BenchCommand::Step { model, stage, config, unlabelled, batch, infer_batch, size, warmup, steps, json, profile, compute } = command;
+    let backend = compute.backend()?;
     anyhow::ensure!(batch > 0 && infer_batch > 0 && steps > 0 && size >= 8, "batch sizes and steps must be positive and size at least 8");
     let arch = |name: &str| serde_json::from_value::<vab_core::models::Arch>(serde_json::Value::String(name.into()));
     if let Some(stage) = stage {
@@ -147,7 +149,7 @@ fn bench_step(command: BenchCommand) -> anyhow::Result<()> {
             result.train_img_s,
             result.infer_img_s,
             result.threads,
-            result.backend.name(),
+            result.backend,
             result.cpu.as_deref().unwrap_or("unknown CPU"),
             result.simd
         );
@@ -163,7 +165,7 @@ const PAPER_CONFIG: &str = include_str!("../../../../configs/paper-cifar10.toml"
 
 /// `vab bench step --stage`.
 #[allow(clippy::too_many_arguments)]
-fn bench_stage(stage: StageKind, config: Option<&Path>, arch: Option<vab_core::models::Arch>, unlabelled: usize, image: [usize; 3], warmup: usize, steps: usize, json: bool, backend: vab_core::backend::Backend) -> anyhow::Result<()> {
+fn bench_stage(stage: StageKind, config: Option<&Path>, arch: Option<vab_core::models::Arch>, unlabelled: usize, image: [usize; 3], warmup: usize, steps: usize, json: bool, backend: Backend) -> anyhow::Result<()> {
     let (text, source) = match config {
         Some(path) => (std::fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))?, path.display().to_string()),
         None => (PAPER_CONFIG.to_string(), "configs/paper-cifar10.toml (built in)".to_string()),

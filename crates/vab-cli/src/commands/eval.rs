@@ -3,7 +3,6 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
-use vab_core::backend::Backend;
 use vab_core::engine::eval::evaluate;
 use vab_core::engine::export::import_pytorch;
 use vab_data::Bundle;
@@ -13,7 +12,7 @@ use crate::cli::EvalArgs;
 
 pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
     let (model_path, source) = inputs(&args.model, args.bundle.as_deref())?;
-    let device = Backend::Flex.device().map_err(anyhow::Error::msg)?;
+    let device = args.compute.backend()?.device().map_err(anyhow::Error::msg)?;
     let (model, card) = import_pytorch(&model_path, &device)?;
     let (bundle, bundle_path) = match source {
         BundleSource::File(path) => (Bundle::read(&path)?, path),

@@ -16,6 +16,7 @@ use crate::progress::EpochBar;
 
 pub fn run(args: &PoisonArgs) -> anyhow::Result<()> {
     let params = attack_params(args.config.as_deref(), &args.set)?;
+    let backend = args.compute.backend()?;
     let dataset = super::load_source_dataset(&args.data, &args.load)?;
     let start = Instant::now();
     let spec = PoisonSpec {
@@ -25,7 +26,7 @@ pub fn run(args: &PoisonArgs) -> anyhow::Result<()> {
         target: args.target,
         seed: args.seed,
     };
-    let (bundle, record) = poison_with(&dataset, &args.data.display().to_string(), &args.attack, &params, &spec, args.load.cache_dir.as_deref())?;
+    let (bundle, record) = poison_with(&dataset, &args.data.display().to_string(), &args.attack, &params, &spec, args.load.cache_dir.as_deref(), backend)?;
     bundle.write(&args.output)?;
     print!("{}", summary(&record, &dataset, &bundle));
     println!("wrote {} in {:.2} s", args.output.display(), start.elapsed().as_secs_f64());
@@ -39,12 +40,12 @@ pub fn run(args: &PoisonArgs) -> anyhow::Result<()> {
 /// Poisons `dataset` with the attack `name`: a trigger from vab-attacks, or a model-based
 /// attack from vab-core, which keeps its trained networks under `cache` (default: the
 /// decoded-image cache's folder, `attacks/`).
-pub fn poison_with(dataset: &Dataset, source: &str, name: &str, params: &serde_json::Value, spec: &PoisonSpec, cache: Option<&Path>) -> anyhow::Result<(Bundle, AttackRecord)> {
+pub fn poison_with(dataset: &Dataset, source: &str, name: &str, params: &serde_json::Value, spec: &PoisonSpec, cache: Option<&Path>, backend: Backend) -> anyhow::Result<(Bundle, AttackRecord)> {
     let cache = || cache.map_or_else(vab_data::cache::default_cache_dir, Path::to_path_buf).join("attacks");
     match name {
         "cl" => {
             let params: ClParams = serde_json::from_value(params.clone()).context("cl parameters (epsilon, steps, step_size, surrogate = a training configuration file, trigger)")?;
-            let (bundle, record, report) = label_consistent(dataset, source, &params, spec, &cache(), Backend::Flex, &EpochBar::new())?;
+            let (bundle, record, report) = label_consistent(dataset, source, &params, spec, &cache(), backend, &EpochBar::new())?;
             eprintln!(
                 "cl: surrogate BA {:.2}% ({}); PGD moved {} target-class images{}{}",
                 report.surrogate_ba,
@@ -58,7 +59,7 @@ pub fn poison_with(dataset: &Dataset, source: &str, name: &str, params: &serde_j
         "dynamic" => {
             let params: DynamicParams = serde_json::from_value(params.clone())
                 .context("dynamic parameters (surrogate = a training configuration file, width, mask_epochs, mask_density, lambda_div, lambda_norm, generator_lr, attack_ratio, cross_ratio, donors)")?;
-            let (bundle, record, report) = input_aware(dataset, source, &params, spec, &cache(), Backend::Flex, &EpochBar::new())?;
+            let (bundle, record, report) = input_aware(dataset, source, &params, spec, &cache(), backend, &EpochBar::new())?;
             eprintln!(
                 "dynamic: the classifier trained with the generator reaches BA {:.2}% and ASR {:.2}%; masks cover {:.2}% of the pixels ({}{})",
                 report.classifier_ba,

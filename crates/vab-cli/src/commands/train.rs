@@ -71,7 +71,7 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
                 bail!("{}: already holds a run; continue it with --resume {} or choose another --out", out.display(), out.display());
             }
             let bundle = bundle.canonicalize().with_context(|| format!("{}: cannot open bundle", bundle.display()))?;
-            let inputs = RunInputs { bundle, defense: args.defense.clone(), backend: args.backend, bundle_sha256: None };
+            let inputs = RunInputs { bundle, defense: args.defense.clone(), backend: args.compute.backend()?, bundle_sha256: None };
             train_run(&inputs, &read(config)?, config, out, false)
         }
     }

@@ -31,7 +31,7 @@ pub fn max_pool2d(pool: &MaxPool2d, x: Tensor<4>) -> Tensor<4> {
 
 /// Max pooling without padding or dilation, floor mode, as one backend operation. The default
 /// bodies are burn's own; Flex overrides them with the kernel below, autodiff records one node.
-#[backend_extension(Flex, Autodiff, LibTorch: cfg(feature = "tch"))]
+#[backend_extension(Flex, Autodiff, LibTorch: cfg(feature = "tch"), Cube: cfg(any(feature = "wgpu", feature = "cuda")))]
 pub trait MaxPoolOps: Backend {
     /// The maximum of each `kernel` window of `x` `[batch, channels, h, w]`, windows `stride` apart.
     fn max_pool2d_valid(x: FloatTensor<Self>, kernel: [usize; 2], stride: [usize; 2]) -> FloatTensor<Self> {
@@ -45,15 +45,20 @@ pub trait MaxPoolOps: Backend {
     }
 }
 
-/// burn's own max-pool gradient: the pool again with indices, then its backward.
+/// burn's own max-pool gradient: the pool again with indices, then its backward. The indices
+/// are i32: WGSL has no 64-bit integers, and i64 indices gave wrong gradients on wgpu (within a
+/// plane they never need more than 32 bits).
 fn burns_backward<B: Backend>(x: FloatTensor<B>, output_grad: FloatTensor<B>, kernel: [usize; 2], stride: [usize; 2]) -> FloatTensor<B> {
-    let pooled = <B as ModuleOps<B>>::max_pool2d_with_indices(x.clone(), kernel, stride, [0, 0], [1, 1], false, IntDType::I64);
+    let pooled = <B as ModuleOps<B>>::max_pool2d_with_indices(x.clone(), kernel, stride, [0, 0], [1, 1], false, IntDType::I32);
     <B as ModuleOps<B>>::max_pool2d_with_indices_backward(x, kernel, stride, [0, 0], [1, 1], false, output_grad, pooled.indices).x_grad
 }
 
 #[cfg(feature = "tch")]
 #[allow(deprecated)] // burn-tch is deprecated upstream; it stays an opt-in here
 impl MaxPoolOps for burn::backend::LibTorch {}
+
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+impl MaxPoolOps for burn::backend::Cube {}
 
 impl MaxPoolOps for Flex {
     fn max_pool2d_valid(x: FlexTensor, kernel: [usize; 2], stride: [usize; 2]) -> FlexTensor {

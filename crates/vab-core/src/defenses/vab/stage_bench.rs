@@ -85,7 +85,7 @@ pub fn bench_stage(config: &TrainConfig, backend: Backend, stage: StageKind, ima
         train,
         arch: config.model.arch,
         device,
-        inference,
+        inference: inference.clone(),
         seed: config.train.seed,
         eval_batch_size: config.data.eval_batch_size,
         progress: &Silent,
@@ -101,6 +101,7 @@ pub fn bench_stage(config: &TrainConfig, backend: Backend, stage: StageKind, ima
     let suppression = Suppression { alpha: Some(vab.alpha[0]), credible: Some(vab.temperature), suspicious: Some(vab.temperature) };
     let mut times = Vec::new();
     for i in 0..warmup + steps {
+        crate::bench::sync(&inference).map_err(CoreError::Invalid)?;
         let start = Instant::now();
         match stage {
             StageKind::Victim => victim.train_epoch(&ctx, &credible)?,
@@ -114,6 +115,7 @@ pub fn bench_stage(config: &TrainConfig, backend: Backend, stage: StageKind, ima
                 beneficiary.train_epoch(&ctx, config, vab, vab.stage2_epochs + 1, &split, Some(&suppression))?;
             }
         }
+        crate::bench::sync(&inference).map_err(CoreError::Invalid)?;
         let mut seconds = start.elapsed().as_secs_f64();
         if stage == StageKind::Refresh {
             seconds *= batch as f64 / train_images as f64;

@@ -64,7 +64,7 @@ fn inference<const D: usize>(bn: &BatchNorm, x: Tensor<D>) -> Tensor<D> {
 
 /// Train-mode batch norm as one backend operation. The default bodies are burn's own
 /// (composite) implementation; Flex overrides them with [`kernel`], autodiff records one node.
-#[backend_extension(Flex, Autodiff, LibTorch: cfg(feature = "tch"))]
+#[backend_extension(Flex, Autodiff, LibTorch: cfg(feature = "tch"), Cube: cfg(any(feature = "wgpu", feature = "cuda")))]
 pub trait BatchNormOps: Backend {
     /// Output, batch mean and biased batch variance of `x` (`[batch, channels, ...]`).
     fn batch_norm_train(
@@ -94,6 +94,9 @@ pub trait BatchNormOps: Backend {
 #[cfg(feature = "tch")]
 #[allow(deprecated)] // burn-tch is deprecated upstream; it stays an opt-in here
 impl BatchNormOps for burn::backend::LibTorch {}
+
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+impl BatchNormOps for burn::backend::Cube {}
 
 impl BatchNormOps for Flex {
     fn batch_norm_train(

@@ -40,7 +40,7 @@ pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
 
 /// A convolution without bias as one backend operation. The default bodies are burn's own;
 /// Flex overrides them with [`kernel`], autodiff records one node.
-#[backend_extension(Flex, Autodiff, LibTorch: cfg(feature = "tch"))]
+#[backend_extension(Flex, Autodiff, LibTorch: cfg(feature = "tch"), Cube: cfg(any(feature = "wgpu", feature = "cuda")))]
 pub trait ConvOps: Backend {
     /// The convolution of `x` `[batch, c_in, h, w]` with `weight` `[c_out, c_in, k_h, k_w]`.
     fn conv2d_no_bias(x: FloatTensor<Self>, weight: FloatTensor<Self>, options: ConvOptions<2>) -> FloatTensor<Self> {
@@ -63,6 +63,9 @@ pub trait ConvOps: Backend {
 #[cfg(feature = "tch")]
 #[allow(deprecated)] // burn-tch is deprecated upstream; it stays an opt-in here
 impl ConvOps for burn::backend::LibTorch {}
+
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+impl ConvOps for burn::backend::Cube {}
 
 impl ConvOps for Flex {
     fn conv2d_no_bias(x: FlexTensor, weight: FlexTensor, options: ConvOptions<2>) -> FlexTensor {
