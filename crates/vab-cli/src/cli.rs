@@ -290,3 +290,63 @@ pub enum Split {
     Train,
     Test,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The `vab …` lines of the fenced `sh` blocks of `text`, continuation lines joined and
+    /// trailing comments dropped, split into words (the README quotes nothing).
+    fn vab_commands(text: &str) -> Vec<Vec<String>> {
+        let mut commands = Vec::new();
+        let mut in_sh = false;
+        let mut pending = String::new();
+        for line in text.lines() {
+            match line.trim() {
+                "```sh" => in_sh = true,
+                "```" => in_sh = false,
+                _ if in_sh => {
+                    let code = line.split(" #").next().unwrap_or("").trim_end();
+                    if let Some(head) = code.strip_suffix('\\') {
+                        pending.push_str(head);
+                        continue;
+                    }
+                    pending.push_str(code);
+                    let words: Vec<String> = pending.split_whitespace().map(String::from).collect();
+                    if words.first().is_some_and(|w| w == "vab" || w.ends_with("/vab")) {
+                        commands.push(words);
+                    }
+                    pending.clear();
+                }
+                _ => {}
+            }
+        }
+        commands
+    }
+
+    /// Every command the README and docs show parses as a vab invocation, so they cannot
+    /// drift from the CLI.
+    #[test]
+    fn every_documented_command_parses() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let mut files = vec![root.join("README.md")];
+        files.extend(std::fs::read_dir(root.join("docs")).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == "md")));
+        let mut checked = 0;
+        for file in &files {
+            for words in vab_commands(&std::fs::read_to_string(file).unwrap()) {
+                if let Err(e) = Cli::try_parse_from(&words) {
+                    panic!("{}: `{}` does not parse:\n{e}", file.display(), words.join(" "));
+                }
+                checked += 1;
+            }
+        }
+        assert!(checked >= 8, "only {checked} documented commands found; did the README's code blocks change form?");
+    }
+
+    #[test]
+    fn commands_are_extracted_with_continuations_and_without_comments() {
+        let text = "```sh\nvab train --resume r   # note\ncargo build\nvab poison --data d \\\n  --attack badnets -o b\n```\nvab outside\n";
+        let words = vab_commands(text);
+        assert_eq!(words, vec![vec!["vab", "train", "--resume", "r"], vec!["vab", "poison", "--data", "d", "--attack", "badnets", "-o", "b"]]);
+    }
+}
