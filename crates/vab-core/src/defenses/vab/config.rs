@@ -102,7 +102,7 @@ pub enum EntropyNorm {
     Batch,
     /// Batch statistics for the split and the suppression of suspicious samples, the running
     /// statistics (eval mode) for the suppression of credible labels. It tests whether the
-    /// train-mode Victim's suppression of clean credible labels costs BA; README has the result.
+    /// train-mode Victim's suppression of clean credible labels costs BA; bench/results/dynamic-cpu.md has the result.
     BatchSplit,
 }
 
