@@ -66,7 +66,7 @@ if [ -f "$summary" ]; then
     scale = 50000 / n; total = (w + 100 * c + 100 * s) * scale
     printf "projected full paper run (50,000 images, 200 epochs): %.2f h\n", total / 3600
     printf "  (an upper bound: the timed epochs refresh the split every epoch, the paper every 5th)\n" }'
-  grep -o '"ba":[0-9.]*\|"asr":[0-9.]*' "$summary" | tr '\n' ' '; echo
+  echo "final figures (one epoch per stage, not the paper's): $(tr -d ' \n' < "$summary" | grep -o '"ba":[0-9.]*\|"asr":[0-9.]*' | head -2 | tr '\n' ' ')"
 else
   echo "the timed run did not finish within its limit; use the per-batch figures above"
 fi
