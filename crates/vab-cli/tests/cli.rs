@@ -201,13 +201,18 @@ fn poison_rejects_bad_requests_cleanly() {
     let out = tmp.path().join("x.safetensors");
     let out = out.to_str().unwrap();
     let surrogate = format!("surrogate={}", Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/cpu-cifar10.toml").display());
-    let cases: [(&[&str], &str); 7] = [
+    let params = tmp.path().join("blend.toml");
+    std::fs::write(&params, "alpha = 0.2\nfoo = 1\n").unwrap();
+    let params = params.to_str().unwrap();
+    let cases: [(&[&str], &str); 9] = [
         (&["--attack", "badnets", "--rate", "1.5"], "rate must be in [0, 1], got 1.5"),
         (&["--attack", "badnets", "--target", "10"], "target 10 is out of range"),
         (&["--attack", "blend", "--set", "trigger_file=/nonexistent/t.png"], "/nonexistent/t.png: cannot read trigger image"),
         (&["--attack", "badnets", "--set", "row=31"], "does not fit a 32×32 image"),
         (&["--attack", "sig", "--set", "delta=oops"], "sig: bad parameters"),
-        (&["--attack", "badnets", "--set", "colour=1"], "unknown field `colour`"),
+        (&["--attack", "badnets", "--set", "colour=1"], "attack parameters from --set: badnets: bad parameters: unknown field `colour`"),
+        (&["--attack", "blend", "--config", params], &format!("attack parameters from {params}: blend: bad parameters: unknown field `foo`")),
+        (&["--attack", "cl", "--config", params, "--set", "steps=3"], &format!("attack parameters from {params} and --set: cl takes epsilon")),
         (&["--attack", "cl", "--set", &surrogate, "--set", "epsilon=-5"], "epsilon must lie in (0, 255]"),
     ];
     for (extra, needle) in cases {

@@ -96,7 +96,7 @@ fn ensure_bundle(matrix: &Matrix, attack: &AttackRow, out: &Path, load: &LoadArg
         Some(name) => {
             let params = serde_json::to_value(&attack.params)?;
             let spec = PoisonSpec { rate: attack.rate, convention: None, label_rule: attack.label_rule, target: attack.target, seed: attack.seed };
-            let (bundle, record) = poison_with(data, &source, name, &params, &spec, load.cache_dir.as_deref(), backend).with_context(|| format!("[[attack]] {:?}", attack.name))?;
+            let (bundle, record) = poison_with(data, &source, name, (&params, "its parameters"), &spec, load.cache_dir.as_deref(), backend).with_context(|| format!("[[attack]] {:?}", attack.name))?;
             eprintln!("{}: {} poisoned training samples, {} triggered test images", attack.name, record.poisoned, bundle.test_triggered.len());
             bundle
         }

@@ -26,7 +26,8 @@ pub fn run(args: &PoisonArgs) -> anyhow::Result<()> {
         target: args.target,
         seed: args.seed,
     };
-    let (bundle, record) = poison_with(&dataset, &args.data.display().to_string(), &args.attack, &params, &spec, args.load.cache_dir.as_deref(), backend)?;
+    let from = parameter_source(args.config.as_deref(), &args.set);
+    let (bundle, record) = poison_with(&dataset, &args.data.display().to_string(), &args.attack, (&params, &from), &spec, args.load.cache_dir.as_deref(), backend)?;
     bundle.write(&args.output)?;
     print!("{}", summary(&record, &dataset, &bundle));
     println!("wrote {} in {:.2} s", args.output.display(), start.elapsed().as_secs_f64());
@@ -39,12 +40,13 @@ pub fn run(args: &PoisonArgs) -> anyhow::Result<()> {
 
 /// Poisons `dataset` with the attack `name`: a trigger from vab-attacks, or a model-based
 /// attack from vab-core, which keeps its trained networks under `cache` (default: the
-/// decoded-image cache's folder, `attacks/`).
-pub fn poison_with(dataset: &Dataset, source: &str, name: &str, params: &serde_json::Value, spec: &PoisonSpec, cache: Option<&Path>, backend: Backend) -> anyhow::Result<(Bundle, AttackRecord)> {
+/// decoded-image cache's folder, `attacks/`). `params` comes with where it came from, which
+/// errors in it name.
+pub fn poison_with(dataset: &Dataset, source: &str, name: &str, (params, from): (&serde_json::Value, &str), spec: &PoisonSpec, cache: Option<&Path>, backend: Backend) -> anyhow::Result<(Bundle, AttackRecord)> {
     let cache = || cache.map_or_else(vab_data::cache::default_cache_dir, Path::to_path_buf).join("attacks");
     match name {
         "cl" => {
-            let params: ClParams = serde_json::from_value(params.clone()).context("cl parameters (epsilon, steps, step_size, surrogate = a training configuration file, trigger)")?;
+            let params: ClParams = serde_json::from_value(params.clone()).with_context(|| format!("{from}: cl takes epsilon, steps, step_size, surrogate (a training configuration file) and trigger"))?;
             let (bundle, record, report) = label_consistent(dataset, source, &params, spec, &cache(), backend, &EpochBar::new())?;
             eprintln!(
                 "cl: surrogate BA {:.2}% ({}); PGD moved {} target-class images{}{}",
@@ -58,7 +60,7 @@ pub fn poison_with(dataset: &Dataset, source: &str, name: &str, params: &serde_j
         }
         "dynamic" => {
             let params: DynamicParams = serde_json::from_value(params.clone())
-                .context("dynamic parameters (surrogate = a training configuration file, width, mask_epochs, mask_density, lambda_div, lambda_norm, generator_lr, attack_ratio, cross_ratio, donors)")?;
+                .with_context(|| format!("{from}: dynamic takes surrogate (a training configuration file), width, mask_epochs, mask_density, lambda_div, lambda_norm, generator_lr, attack_ratio, cross_ratio and donors"))?;
             let (bundle, record, report) = input_aware(dataset, source, &params, spec, &cache(), backend, &EpochBar::new())?;
             eprintln!(
                 "dynamic: the classifier trained with the generator reaches BA {:.2}% and ASR {:.2}%; masks cover {:.2}% of the pixels ({}{})",
@@ -71,9 +73,19 @@ pub fn poison_with(dataset: &Dataset, source: &str, name: &str, params: &serde_j
             Ok((bundle, record))
         }
         _ => {
-            let attack = vab_attacks::build(name, params, dataset.shape(), spec.seed)?;
+            let attack = vab_attacks::build(name, params, dataset.shape(), spec.seed).with_context(|| from.to_string())?;
             Ok(poison(dataset, source, attack.as_ref(), spec)?)
         }
+    }
+}
+
+/// Where the attack's parameters came from, for its errors: "parameters from FILE and --set".
+fn parameter_source(config: Option<&Path>, sets: &[String]) -> String {
+    match (config, sets.is_empty()) {
+        (Some(path), true) => format!("attack parameters from {}", path.display()),
+        (Some(path), false) => format!("attack parameters from {} and --set", path.display()),
+        (None, false) => "attack parameters from --set".into(),
+        (None, true) => "attack parameters (defaults)".into(),
     }
 }
 
