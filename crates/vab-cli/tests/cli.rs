@@ -573,6 +573,24 @@ fn a_run_refuses_another_bundle_at_its_path() {
     std::fs::write(&bundle, original).unwrap();
     let eval = vab(&["eval", run_arg], tmp.path());
     assert!(eval.status.success(), "{}", text(&eval.stderr));
+
+    // Another bundle must hold the same image size and classes as the one the run trained on.
+    let data = tmp.path().join("cifar-10-batches-bin");
+    let (folder, smaller) = (tmp.path().join("folder"), tmp.path().join("small.safetensors"));
+    for (split, class) in ["train", "test"].iter().flat_map(|s| (0..10).map(move |c| (s, c))) {
+        let dir = folder.join(split).join(format!("class{class}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        image::RgbImage::from_pixel(16, 16, image::Rgb([class * 20, 0, 0])).save(dir.join("a.png")).unwrap();
+    }
+    assert!(vab(&["data", "bundle", folder.to_str().unwrap(), "-o", smaller.to_str().unwrap()], tmp.path()).status.success());
+    assert_clean_error(&vab(&["eval", run_arg, "--bundle", smaller.to_str().unwrap()], tmp.path()), "trained on 32×32 images, the bundle");
+    assert_clean_error(&vab(&["eval", &format!("{run_arg}/model.safetensors"), "--bundle", smaller.to_str().unwrap()], tmp.path()), "trained on 32×32 images");
+    std::fs::write(data.join("batches.meta.txt"), "a\nb\nc\nd\ne\nf\ng\nh\ni\nj\n").unwrap();
+    let renamed = tmp.path().join("renamed.safetensors");
+    assert!(vab(&["data", "bundle", data.to_str().unwrap(), "--no-cache", "-o", renamed.to_str().unwrap()], tmp.path()).status.success());
+    assert_clean_error(&vab(&["eval", run_arg, "--bundle", renamed.to_str().unwrap()], tmp.path()), "the run trained on classes airplane");
+    let same = vab(&["eval", run_arg, "--bundle", other.to_str().unwrap()], tmp.path());
+    assert!(same.status.success(), "{}", text(&same.stderr));
 }
 
 /// A poisoned bundle is not a dataset to make a new bundle from: `vab data bundle` and

@@ -41,7 +41,7 @@ fn check(arch: Arch, name: &str) {
     let dir = tempfile::tempdir().unwrap();
     let weights = dir.path().join("model.safetensors");
     // Identity normalisation: the inputs below are fed to both networks as they are.
-    let card = ModelCard { arch, in_channels: 3, num_classes: 10, normalization: Normalization { mean: vec![0.0; 3], std: vec![1.0; 3] } };
+    let card = ModelCard { arch, in_channels: 3, num_classes: 10, normalization: Normalization { mean: vec![0.0; 3], std: vec![1.0; 3] }, image_size: Some([32, 32]) };
     export_pytorch(&model, &card, &weights).unwrap();
 
     let x = inputs(4 * 3 * 32 * 32);

@@ -28,7 +28,7 @@ fn one_pgd_step_matches_pytorch() {
 
     let dir = tempfile::tempdir().unwrap();
     let weights = dir.path().join("model.safetensors");
-    export_pytorch(&burn::module::Module::valid(&model), &ModelCard { arch: Arch::Small, in_channels: 3, num_classes: 10, normalization: norm }, &weights).unwrap();
+    export_pytorch(&burn::module::Module::valid(&model), &ModelCard { arch: Arch::Small, in_channels: 3, num_classes: 10, normalization: norm, image_size: Some([32, 32]) }, &weights).unwrap();
     let y: Vec<u8> = labels.iter().flat_map(|&l| (l as i64).to_le_bytes()).collect();
     let views = [
         ("x", safetensors::tensor::TensorView::new(safetensors::Dtype::U8, shape.to_vec(), &images).unwrap()),

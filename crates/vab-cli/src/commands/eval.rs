@@ -19,12 +19,26 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
         BundleSource::Run(run) => (run.read_bundle(&args.model)?, run.bundle),
     };
     let classes = bundle.meta.class_names.clone();
-    let channels = bundle.test.shape().channels;
-    if channels != card.in_channels || classes.len() != card.num_classes {
+    let shape = bundle.test.shape();
+    if shape.channels != card.in_channels || classes.len() != card.num_classes {
         bail!(
-            "{}: the network takes {} channels and {} classes, the bundle {} has {channels} and {}; use a bundle of the dataset it was trained on",
-            model_path.display(), card.in_channels, card.num_classes, bundle_path.display(), classes.len()
+            "{}: the network takes {} channels and {} classes, the bundle {} has {} and {}; use a bundle of the dataset it was trained on",
+            model_path.display(), card.in_channels, card.num_classes, bundle_path.display(), shape.channels, classes.len()
         );
+    }
+    if let Some([h, w]) = card.image_size.filter(|&size| size != [shape.height, shape.width]) {
+        bail!(
+            "{}: the network was trained on {h}×{w} images, the bundle {} has {}×{}; use a bundle of the dataset it was trained on",
+            model_path.display(), bundle_path.display(), shape.height, shape.width
+        );
+    }
+    if let Some(trained) = trained_class_names(&args.model, args.bundle.is_some())? {
+        if trained != classes {
+            bail!(
+                "{}: the run trained on classes {}, the bundle {} has {}; use a bundle of the dataset it was trained on",
+                args.model.display(), trained.join(", "), bundle_path.display(), classes.join(", ")
+            );
+        }
     }
     let (_, evals, _) = vab_core::data::split(bundle).map_err(|e| anyhow::anyhow!("{}: {e}", bundle_path.display()))?;
     let metrics = evaluate(&model, &evals, &card.normalization, args.batch_size as usize, &device);
@@ -37,6 +51,19 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The class names of the bundle a run directory trained on, when another bundle is to be
+/// evaluated (`None` for a model file, which does not record them, or for the run's own bundle).
+fn trained_class_names(model: &Path, other_bundle: bool) -> anyhow::Result<Option<Vec<String>>> {
+    if !other_bundle || !model.is_dir() {
+        return Ok(None);
+    }
+    let path = model.join("run.json");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("{}: cannot read", path.display()))?;
+    let run: RunInputs = serde_json::from_str(&text).with_context(|| format!("{}: not a vab run record", path.display()))?;
+    // A run whose bundle is gone cannot say; the other checks still apply.
+    Ok(run.read_bundle(model).ok().map(|bundle| bundle.meta.class_names))
 }
 
 /// Where the test sets come from: a bundle named on the command line, or the run's own.

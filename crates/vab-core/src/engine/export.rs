@@ -23,6 +23,10 @@ pub struct ModelCard {
     pub num_classes: usize,
     /// Inputs are `(pixel / 255 - mean[c]) / std[c]`, with the training set's statistics.
     pub normalization: Normalization,
+    /// Height and width of the training images, so that `vab eval` refuses other sizes
+    /// (absent in models exported before 2026-12-07).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_size: Option<[usize; 2]>,
 }
 
 /// Saves `model` as safetensors with PyTorch parameter names (`weight`/`bias` of batch norm,
@@ -70,7 +74,7 @@ mod tests {
         let device = Device::flex();
         let model = Network::new(Arch::Small, 3, 4, &device);
         let normalization = crate::engine::batches::Normalization { mean: vec![0.5, 0.4, 0.3], std: vec![0.2, 0.25, 0.3] };
-        let card = ModelCard { arch: Arch::Small, in_channels: 3, num_classes: 4, normalization };
+        let card = ModelCard { arch: Arch::Small, in_channels: 3, num_classes: 4, normalization, image_size: Some([8, 8]) };
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("model.safetensors");
         export_pytorch(&model, &card, &path).unwrap();

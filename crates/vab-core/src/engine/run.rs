@@ -166,7 +166,7 @@ pub fn train_baseline(config: &TrainConfig, backend: Backend, train: &TrainingSe
         Some(m) => m,
         None => evaluate(&model.valid(), evals, &norm, config.data.eval_batch_size, &inference),
     };
-    let card = ModelCard { arch: config.model.arch, in_channels: shape.channels, num_classes: train.num_classes, normalization: norm };
+    let card = ModelCard { arch: config.model.arch, in_channels: shape.channels, num_classes: train.num_classes, normalization: norm, image_size: Some([shape.height, shape.width]) };
     export_pytorch(&model.valid(), &card, &run.join("model.safetensors"))?;
     let summary = Summary::new("none", metrics, epochs, members.len(), wall_before + start.elapsed().as_secs_f64(), rates);
     write_json(&run.join("summary.json"), &summary)?;

@@ -206,7 +206,8 @@ pub fn train_vab(config: &TrainConfig, backend: Backend, train: &TrainingSet, ev
         save(&victim, &beneficiary, &state)?;
     }
     let metrics = state.last.expect("train.epochs ≥ 1 and the last epoch is always evaluated");
-    let card = ModelCard { arch: ctx.arch, in_channels: ctx.train.images.shape().channels, num_classes: ctx.train.num_classes, normalization: ctx.norm.clone() };
+    let shape = ctx.train.images.shape();
+    let card = ModelCard { arch: ctx.arch, in_channels: shape.channels, num_classes: ctx.train.num_classes, normalization: ctx.norm.clone(), image_size: Some([shape.height, shape.width]) };
     export_pytorch(&beneficiary.model.valid(), &card, &run.join("model.safetensors"))?;
     export_pytorch(&victim.model.valid(), &card, &run.join("victim.safetensors"))?;
     let summary = Summary::new("vab", metrics, epochs, members.len(), elapsed(wall_before), state.rates);
