@@ -22,10 +22,6 @@ pub struct VabConfig {
     /// Weight of the fresh entropy in the moving average over refreshes (method.md §3).
     #[serde(default = "entropy_momentum")]
     pub entropy_momentum: f64,
-    /// Beyond the paper: at most this share of the training set is suspicious, the lowest
-    /// entropies first. Off (the paper's split) unless set; see docs/method-as-implemented.md.
-    #[serde(default)]
-    pub max_suspicious_share: Option<f64>,
     /// In stage 2, the Victim trains and the split refreshes every this many Beneficiary epochs.
     #[serde(default = "refresh_every")]
     pub refresh_every: usize,
@@ -227,9 +223,6 @@ impl VabConfig {
         crate::config::OptimizerConfig::Adam { weight_decay: self.victim.weight_decay }.validate("vab.victim")?;
         if self.alpha.is_empty() || self.alpha.iter().any(|a| a.is_nan() || *a < 0.0) {
             return Err("vab.alpha must list at least one non-negative weight".into());
-        }
-        if let Some(share) = self.max_suspicious_share.filter(|s| !(*s > 0.0 && *s <= 1.0)) {
-            return Err(format!("vab.max_suspicious_share must lie in (0, 1], got {share}"));
         }
         if let Warmup::Auto { max_epochs: 0 } = self.warmup {
             return Err("vab.warmup.max_epochs must be positive".into());

@@ -48,31 +48,14 @@ pub fn normalise(values: &[f64]) -> Vec<f64> {
     values.iter().map(|v| (v - min) / (max - min)).collect()
 }
 
-/// The split: `true` marks a suspicious sample (normalised entropy ≤ `t_f`), but at most
-/// `cap` of them, the lowest entropies first (ties: the lower index).
-pub fn suspicious(normalised: &[f64], t_f: f64, cap: Option<usize>) -> Vec<bool> {
-    let mut flags: Vec<bool> = normalised.iter().map(|&e| e <= t_f).collect();
-    let mut chosen: Vec<usize> = (0..flags.len()).filter(|&i| flags[i]).collect();
-    if let Some(cap) = cap.filter(|&cap| cap < chosen.len()) {
-        chosen.sort_by(|&a, &b| normalised[a].total_cmp(&normalised[b]).then(a.cmp(&b)));
-        for &i in &chosen[cap..] {
-            flags[i] = false;
-        }
-    }
-    flags
+/// The split: `true` marks a suspicious sample (normalised entropy ≤ `t_f`).
+pub fn suspicious(normalised: &[f64], t_f: f64) -> Vec<bool> {
+    normalised.iter().map(|&e| e <= t_f).collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_cap_keeps_the_lowest_entropies() {
-        let n = [0.3, 0.0, 0.1, 0.1, 0.9];
-        assert_eq!(suspicious(&n, 0.5, Some(2)), vec![false, true, true, false, false]);
-        assert_eq!(suspicious(&n, 0.5, Some(9)), suspicious(&n, 0.5, None));
-        assert_eq!(suspicious(&n, 0.05, Some(2)), vec![false, true, false, false, false]);
-    }
 
     #[test]
     fn entropy_matches_hand_values() {
@@ -95,8 +78,8 @@ mod tests {
     fn normalisation_spans_zero_to_one_and_split_uses_less_or_equal() {
         let n = normalise(&[2.0, 4.0, 3.0, 2.5]);
         assert_eq!(n, vec![0.0, 1.0, 0.5, 0.25]);
-        assert_eq!(suspicious(&n, 0.25, None), vec![true, false, false, true]);
+        assert_eq!(suspicious(&n, 0.25), vec![true, false, false, true]);
         assert_eq!(normalise(&[0.7, 0.7]), vec![1.0, 1.0]);
-        assert_eq!(suspicious(&normalise(&[0.7, 0.7]), 0.2, None), vec![false, false]);
+        assert_eq!(suspicious(&normalise(&[0.7, 0.7]), 0.2), vec![false, false]);
     }
 }

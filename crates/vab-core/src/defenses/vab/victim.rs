@@ -63,11 +63,10 @@ pub struct Refresh {
 }
 
 impl Split {
-    /// Splits at `t_f`, with at most a `max_share` of the samples suspicious when given.
-    pub fn at(t_f: f64, max_share: Option<f64>, refresh: Refresh) -> Self {
+    /// Splits at `t_f`.
+    pub fn at(t_f: f64, refresh: Refresh) -> Self {
         let Refresh { normalised, logits, credible_logits } = refresh;
-        let cap = max_share.map(|share| (share * normalised.len() as f64).floor() as usize);
-        let flags = entropy::suspicious(&normalised, t_f, cap);
+        let flags = entropy::suspicious(&normalised, t_f);
         let (suspicious, credible) = (0..flags.len()).partition(|&i| flags[i]);
         Self { t_f, normalised, logits, credible_logits, suspicious, credible }
     }
@@ -164,7 +163,7 @@ impl Victim {
 
     /// Refreshes and splits at `t_f`, telling `observer`.
     pub fn resplit(&mut self, ctx: &Context, config: &VabConfig, t_f: f64, stage: Stage, beneficiary_epoch: usize, observer: &mut dyn RefreshObserver) -> Result<Split> {
-        let split = Split::at(t_f, config.max_suspicious_share, self.refresh(ctx, config.entropy_momentum));
+        let split = Split::at(t_f, self.refresh(ctx, config.entropy_momentum));
         self.tell(ctx, observer, &split, stage, beneficiary_epoch)?;
         Ok(split)
     }
@@ -227,7 +226,7 @@ fn auto_warm_up(victim: &mut Victim, ctx: &Context, config: &VabConfig, max_epoc
         let refresh = victim.refresh(ctx, config.entropy_momentum);
         let Some(mixture) = Mixture::fit(&refresh.normalised, EM_ITERATIONS) else {
             // Fewer than two samples: nothing to separate.
-            let split = Split::at(0.0, config.max_suspicious_share, refresh);
+            let split = Split::at(0.0, refresh);
             victim.tell(ctx, observer, &split, Stage::WarmUp, 0)?;
             return Ok(split);
         };
@@ -240,7 +239,7 @@ fn auto_warm_up(victim: &mut Victim, ctx: &Context, config: &VabConfig, max_epoc
                     mixture.threshold()
                 ));
             }
-            let split = Split::at(mixture.threshold(), config.max_suspicious_share, refresh);
+            let split = Split::at(mixture.threshold(), refresh);
             victim.tell(ctx, observer, &split, Stage::WarmUp, 0)?;
             return Ok(split);
         }
