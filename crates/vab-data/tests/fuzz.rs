@@ -85,9 +85,8 @@ fn mutate(input: &[u8], rng: &mut Rng) -> Vec<u8> {
         2 => {
             // Splice: copy a chunk of the input over another place.
             let (from, to, len) = (rng.below(input.len()), rng.below(out.len()), 1 + rng.below(64));
-            for k in 0..len.min(input.len() - from).min(out.len() - to) {
-                out[to + k] = input[from + k];
-            }
+            let len = len.min(input.len() - from).min(out.len() - to);
+            out[to..to + len].copy_from_slice(&input[from..from + len]);
         }
         3 => {
             let at = rng.below(out.len() + 1);
