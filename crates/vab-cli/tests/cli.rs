@@ -612,3 +612,49 @@ fn a_poisoned_bundle_is_not_a_source_for_a_new_bundle() {
     let again = vab(&["data", "bundle", c, "-o", o], tmp.path());
     assert!(again.status.success(), "{}", text(&again.stderr));
 }
+
+/// Nothing lost: `vab poison` and `vab data bundle` refuse to write over their input, and a
+/// write removes the temporary files that killed writers left beside its output (a dead pid in
+/// the name) but not those of live processes.
+#[test]
+fn outputs_never_replace_their_input_and_stale_parts_are_cleaned() {
+    let tmp = tempfile::tempdir().unwrap();
+    tiny_cifar10(tmp.path(), 20);
+    let data = tmp.path().join("cifar-10-batches-bin");
+    let clean = tmp.path().join("clean.safetensors");
+    let (dead, live) = (tmp.path().join(".clean.safetensors.4194303.part"), tmp.path().join(format!(".clean.safetensors.{}.part", std::process::id())));
+    std::fs::write(&dead, b"left by a killed write").unwrap();
+    std::fs::write(&live, b"being written").unwrap();
+    assert!(vab(&["data", "bundle", data.to_str().unwrap(), "-o", clean.to_str().unwrap()], tmp.path()).status.success());
+    assert!(!dead.exists(), "the dead writer's part stays behind");
+    assert!(live.exists(), "a live writer's part was removed");
+    let original = std::fs::read(&clean).unwrap();
+    let c = clean.to_str().unwrap();
+    assert_clean_error(&vab(&poison_args(c, c, &["--attack", "badnets"]), tmp.path()), "the output is the input dataset itself");
+    assert_clean_error(&vab(&["data", "bundle", c, "-o", c], tmp.path()), "the output is the input dataset itself");
+    assert_eq!(std::fs::read(&clean).unwrap(), original, "the input changed");
+}
+
+/// Two processes never write one run directory: while one holds it, another `vab train`
+/// on it is refused with the holder's pid.
+#[test]
+fn a_run_directory_in_use_is_refused_with_the_holders_pid() {
+    use std::io::Write;
+    let tmp = tempfile::tempdir().unwrap();
+    tiny_cifar10(tmp.path(), 20);
+    let bundle = tiny_badnets_bundle(tmp.path(), "b.safetensors", "1");
+    let config = tmp.path().join("one.toml");
+    std::fs::write(&config, "[model]\narch = \"small\"\n[train]\nepochs = 1\nbatch_size = 50\nlr = 0.05\n[train.optimizer]\nkind = \"sgd\"\nmomentum = 0.9\nweight_decay = 5e-4\n[train.schedule]\nkind = \"cosine\"\nmin_lr = 0.0\n").unwrap();
+    let run = tmp.path().join("run");
+    let train = vab(&["train", "--bundle", bundle.to_str().unwrap(), "--config", config.to_str().unwrap(), "--out", run.to_str().unwrap()], tmp.path());
+    assert!(train.status.success(), "{}", text(&train.stderr));
+    let mut holder = std::fs::OpenOptions::new().write(true).open(run.join("lock")).unwrap();
+    holder.try_lock().unwrap();
+    holder.set_len(0).unwrap();
+    write!(holder, "{}", std::process::id()).unwrap();
+    let run_arg = run.to_str().unwrap();
+    assert_clean_error(&vab(&["train", "--resume", run_arg], tmp.path()), &format!("another vab process (pid {}) is using this run directory", std::process::id()));
+    drop(holder);
+    let resumed = vab(&["train", "--resume", run_arg], tmp.path());
+    assert!(resumed.status.success(), "{}", text(&resumed.stderr));
+}

@@ -21,6 +21,7 @@ pub fn run(command: DataCommand) -> anyhow::Result<()> {
             Ok(())
         }
         DataCommand::Bundle { source, output } => {
+            super::refuse_to_overwrite(&source.path, &output)?;
             let dataset = super::load_source_dataset(&source.path, &source.load)?;
             Bundle::clean(dataset, source.path.display().to_string()).write(&output)?;
             println!("wrote {}", output.display());

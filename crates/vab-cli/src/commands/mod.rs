@@ -35,6 +35,17 @@ pub fn load_dataset(path: &Path, args: &LoadArgs) -> anyhow::Result<Dataset> {
     load(path, args, Poisoned::Accept)
 }
 
+/// Refuses an output path that is the input itself (`vab poison --data B -o B`): the new bundle
+/// would replace the data it was made from.
+pub fn refuse_to_overwrite(input: &Path, output: &Path) -> anyhow::Result<()> {
+    let same = match (input.canonicalize(), output.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    };
+    anyhow::ensure!(!same, "{}: the output is the input dataset itself; write the new bundle to another path", output.display());
+    Ok(())
+}
+
 /// Loads a dataset to make a new bundle from (`vab data bundle`, `vab poison`, a bench's
 /// data). A poisoned bundle is refused: as a plain dataset its triggered images and flipped
 /// labels would pass for clean ones, and which samples are poisoned would be lost.

@@ -15,6 +15,7 @@ use crate::grid::{Canvas, GLYPH};
 use crate::progress::EpochBar;
 
 pub fn run(args: &PoisonArgs) -> anyhow::Result<()> {
+    super::refuse_to_overwrite(&args.data, &args.output)?;
     let params = attack_params(args.config.as_deref(), &args.set)?;
     let backend = args.compute.backend()?;
     let dataset = super::load_source_dataset(&args.data, &args.load)?;

@@ -87,9 +87,10 @@ pub fn train_run(inputs: &RunInputs, config_text: &str, config_file: &Path, run_
     };
     let class_names = bundle.meta.class_names.clone();
     let (train, evals, ground_truth) = vab_core::data::split(bundle).map_err(|e| anyhow::anyhow!("{}: {e}", inputs.bundle.display()))?;
+    std::fs::create_dir_all(run_dir).with_context(|| format!("{}: cannot create run directory", run_dir.display()))?;
+    let _lock = lock_run(run_dir)?;
     if !resume {
         let record = RunInputs { bundle_sha256: sha256, ..inputs.clone() };
-        std::fs::create_dir_all(run_dir).with_context(|| format!("{}: cannot create run directory", run_dir.display()))?;
         std::fs::write(config_path(run_dir), config_text).with_context(|| format!("{}: cannot write", run_dir.display()))?;
         std::fs::write(run_dir.join("run.json"), serde_json::to_string_pretty(&record)?)?;
     }
@@ -101,6 +102,24 @@ pub fn train_run(inputs: &RunInputs, config_text: &str, config_file: &Path, run_
     let summary = train_baseline(&config, inputs.backend, &train, &evals, run_dir, resume, &EpochBar::new())?;
     println!("{} after {} epochs in {:.0} s; run directory {}", summary.metrics.describe(), summary.epochs, summary.wall_s, run_dir.display());
     Ok(())
+}
+
+/// Holds an advisory lock on `run_dir/lock` for as long as the returned file lives (the
+/// operating system releases it when the process ends, killed or not), so that two processes
+/// never write one run. The file holds the holder's pid, which a refused process names.
+fn lock_run(run_dir: &Path) -> anyhow::Result<std::fs::File> {
+    use std::io::{Read, Seek, Write};
+    let path = run_dir.join("lock");
+    let mut file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).with_context(|| format!("{}: cannot open", path.display()))?;
+    if let Err(e) = file.try_lock() {
+        let mut holder = String::new();
+        let _ = file.read_to_string(&mut holder);
+        bail!("{}: another vab process (pid {}) is using this run directory ({e}); wait for it to end or stop it", run_dir.display(), holder.trim());
+    }
+    file.set_len(0)?;
+    file.rewind()?;
+    write!(file, "{}", std::process::id())?;
+    Ok(file)
 }
 
 /// `--defense vab`: the run, then the reporting that needs the poison flags.
