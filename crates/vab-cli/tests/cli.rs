@@ -550,6 +550,16 @@ fn tiny_badnets_bundle(root: &Path, name: &str, seed: &str) -> PathBuf {
     path
 }
 
+/// A finished one-epoch no-defense run of the small network on `bundle`, in `root/run`.
+fn one_epoch_run(root: &Path, bundle: &Path) -> PathBuf {
+    let config = root.join("one.toml");
+    std::fs::write(&config, "[model]\narch = \"small\"\n[train]\nepochs = 1\nbatch_size = 50\nlr = 0.05\n[train.optimizer]\nkind = \"sgd\"\nmomentum = 0.9\nweight_decay = 5e-4\n[train.schedule]\nkind = \"cosine\"\nmin_lr = 0.0\n").unwrap();
+    let run = root.join("run");
+    let train = vab(&["train", "--bundle", bundle.to_str().unwrap(), "--config", config.to_str().unwrap(), "--out", run.to_str().unwrap()], root);
+    assert!(train.status.success(), "{}", text(&train.stderr));
+    run
+}
+
 /// A run records its bundle's SHA-256: `--resume` and `vab eval` of the run refuse another file
 /// put at the bundle's path, naming both, and accept the original again.
 #[test]
@@ -557,11 +567,7 @@ fn a_run_refuses_another_bundle_at_its_path() {
     let tmp = tempfile::tempdir().unwrap();
     tiny_cifar10(tmp.path(), 20);
     let (bundle, other) = (tiny_badnets_bundle(tmp.path(), "b.safetensors", "1"), tiny_badnets_bundle(tmp.path(), "other.safetensors", "2"));
-    let config = tmp.path().join("one.toml");
-    std::fs::write(&config, "[model]\narch = \"small\"\n[train]\nepochs = 1\nbatch_size = 50\nlr = 0.05\n[train.optimizer]\nkind = \"sgd\"\nmomentum = 0.9\nweight_decay = 5e-4\n[train.schedule]\nkind = \"cosine\"\nmin_lr = 0.0\n").unwrap();
-    let run = tmp.path().join("run");
-    let train = vab(&["train", "--bundle", bundle.to_str().unwrap(), "--config", config.to_str().unwrap(), "--out", run.to_str().unwrap()], tmp.path());
-    assert!(train.status.success(), "{}", text(&train.stderr));
+    let run = one_epoch_run(tmp.path(), &bundle);
     let recorded: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("run.json")).unwrap()).unwrap();
     assert_eq!(recorded["bundle_sha256"].as_str().map(str::len), Some(64), "{recorded}");
 
@@ -643,11 +649,7 @@ fn a_run_directory_in_use_is_refused_with_the_holders_pid() {
     let tmp = tempfile::tempdir().unwrap();
     tiny_cifar10(tmp.path(), 20);
     let bundle = tiny_badnets_bundle(tmp.path(), "b.safetensors", "1");
-    let config = tmp.path().join("one.toml");
-    std::fs::write(&config, "[model]\narch = \"small\"\n[train]\nepochs = 1\nbatch_size = 50\nlr = 0.05\n[train.optimizer]\nkind = \"sgd\"\nmomentum = 0.9\nweight_decay = 5e-4\n[train.schedule]\nkind = \"cosine\"\nmin_lr = 0.0\n").unwrap();
-    let run = tmp.path().join("run");
-    let train = vab(&["train", "--bundle", bundle.to_str().unwrap(), "--config", config.to_str().unwrap(), "--out", run.to_str().unwrap()], tmp.path());
-    assert!(train.status.success(), "{}", text(&train.stderr));
+    let run = one_epoch_run(tmp.path(), &bundle);
     let mut holder = std::fs::OpenOptions::new().write(true).open(run.join("lock")).unwrap();
     holder.try_lock().unwrap();
     holder.set_len(0).unwrap();
