@@ -35,6 +35,47 @@ pub enum Command {
     /// Evaluate a trained network (a run's `model.safetensors`) on a bundle's test sets: BA,
     /// ASR, ASR without the trigger, RA and per-class accuracy.
     Eval(EvalArgs),
+    /// Find the poisoned samples of a dataset with V&B's Victim, without training a final
+    /// network: a ranked list, per-label counts, a report and optionally a cleaned copy.
+    Scan(ScanArgs),
+}
+
+/// `vab scan`.
+#[derive(Args, Debug)]
+pub struct ScanArgs {
+    /// Data to scan: a bundle, a CIFAR binary folder, an MNIST-style IDX folder, an image
+    /// folder (train/<class>/*.jpg) or a .tar/.tar.gz/.tar.xz of one. Its training split is scanned.
+    #[arg(value_name = "DATA")]
+    pub data: PathBuf,
+    #[command(flatten)]
+    pub load: LoadArgs,
+    /// Scan directory to create: suspicious.csv, scan.json, report.html, entropy histograms.
+    #[arg(long, value_name = "SCAN_DIR")]
+    pub out: PathBuf,
+    /// Configuration whose [model], train.seed, [data] and [vab] Victim keys the scan uses
+    /// [default: the built-in preset, configs/scan.toml].
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Seed of the Victim's initialisation and batch order [default: the configuration's
+    /// train.seed].
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Victim epochs on the suspicious set after warm-up, each followed by a refresh of the split.
+    #[arg(long, value_name = "K", default_value_t = 0)]
+    pub refreshes: usize,
+    /// The cut-off: `schedule` (the configured warm-up's final t_f) or `auto` (a two-component
+    /// mixture fitted to the entropies; says so when they do not separate).
+    #[arg(long, default_value = "schedule", value_parser = ["schedule", "auto"])]
+    pub cutoff: String,
+    /// Also write the credible samples as a bundle (poison flags carried over, for evaluation).
+    #[arg(long, value_name = "BUNDLE")]
+    pub export_clean: Option<PathBuf>,
+    /// Also write the suspicious samples as a plain list, one per line, most suspicious first:
+    /// file paths for image folders, training indices otherwise.
+    #[arg(long, value_name = "FILE")]
+    pub export_list: Option<PathBuf>,
+    #[command(flatten)]
+    pub compute: ComputeArgs,
 }
 
 /// `vab eval`.

@@ -660,3 +660,90 @@ fn a_run_directory_in_use_is_refused_with_the_holders_pid() {
     let resumed = vab(&["train", "--resume", run_arg], tmp.path());
     assert!(resumed.status.success(), "{}", text(&resumed.stderr));
 }
+
+/// `vab scan` of a poisoned bundle with the built-in preset: every sample ranked once in
+/// `suspicious.csv`, `scan.json` consistent with it (sizes, per-label counts, detection
+/// figures from the bundle's flags), a report, the credible part as a bundle with its flags
+/// and the suspicious part as a list of indices (a CIFAR folder has no file names). A second
+/// scan into the same directory and an export over the input are refused.
+#[test]
+fn scan_ranks_every_sample_and_exports_the_split() {
+    let tmp = tempfile::tempdir().unwrap();
+    tiny_cifar10(tmp.path(), 20);
+    let bundle = tiny_badnets_bundle(tmp.path(), "b.safetensors", "1");
+    let (scan, clean, list) = (tmp.path().join("scan"), tmp.path().join("credible.safetensors"), tmp.path().join("suspicious.txt"));
+    let args = ["scan", bundle.to_str().unwrap(), "--out", scan.to_str().unwrap(), "--export-clean", clean.to_str().unwrap(), "--export-list", list.to_str().unwrap()];
+    let out = vab(&args, tmp.path());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(scan.join("scan.json")).unwrap()).unwrap();
+    let (n, suspicious) = (summary["samples"].as_u64().unwrap() as usize, summary["suspicious"].as_u64().unwrap() as usize);
+    assert_eq!((n, suspicious + summary["credible"].as_u64().unwrap() as usize), (100, 100), "{summary}");
+    let labels = summary["labels"].as_array().unwrap();
+    assert_eq!(labels.len(), 10);
+    assert_eq!(labels.iter().map(|l| l["suspicious"].as_u64().unwrap() as usize).sum::<usize>(), suspicious);
+    assert_eq!(labels.iter().map(|l| l["samples"].as_u64().unwrap()).sum::<u64>(), 100);
+    assert!(summary["detection"]["recall"].as_f64().is_some(), "the bundle's flags give detection figures: {summary}");
+    assert!(summary["mixture"]["low"]["mean"].as_f64().is_some() && summary["verdict"].as_str().is_some_and(|v| v.contains("evidence")), "{summary}");
+
+    let bundle_data = vab_data::Bundle::read(&bundle).unwrap();
+    let csv = std::fs::read_to_string(scan.join("suspicious.csv")).unwrap();
+    let mut lines = csv.lines();
+    assert_eq!(lines.next(), Some("index,file,label,predicted,entropy,suspicious,poisoned"));
+    let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+    let mut indices: Vec<usize> = rows.iter().map(|r| r[0].parse().unwrap()).collect();
+    let entropies: Vec<f64> = rows.iter().map(|r| r[4].parse().unwrap()).collect();
+    assert!(entropies.windows(2).all(|w| w[0] <= w[1]), "not most suspicious first");
+    for r in &rows {
+        let i: usize = r[0].parse().unwrap();
+        assert_eq!((r[1], r[2].parse::<u16>().unwrap(), r[6] == "1"), ("", bundle_data.train.labels()[i], bundle_data.train_poisoned[i]), "{r:?}");
+    }
+    assert_eq!(rows.iter().filter(|r| r[5] == "1").count(), suspicious);
+    indices.sort_unstable();
+    assert_eq!(indices, (0..100).collect::<Vec<_>>());
+    assert!(scan.join("report.html").is_file() && scan.join("victim.safetensors").is_file() && scan.join("entropy/refresh-01.png").is_file());
+
+    let credible = vab_data::Bundle::read(&clean).unwrap();
+    assert_eq!(credible.train.len(), 100 - suspicious);
+    let credible_rows: Vec<usize> = rows.iter().filter(|r| r[5] == "0").map(|r| r[0].parse().unwrap()).collect();
+    let poisoned_left = credible_rows.iter().filter(|&&i| bundle_data.train_poisoned[i]).count();
+    assert_eq!(credible.train_poisoned.iter().filter(|&&p| p).count(), poisoned_left, "the flags did not follow the credible samples");
+    assert_eq!((credible.test.len(), credible.meta.attack.is_some()), (bundle_data.test.len(), true));
+    let listed: Vec<usize> = std::fs::read_to_string(&list).unwrap().lines().map(|l| l.parse().unwrap()).collect();
+    let expected: Vec<usize> = rows.iter().filter(|r| r[5] == "1").map(|r| r[0].parse().unwrap()).collect();
+    assert_eq!(listed, expected);
+
+    assert_clean_error(&vab(&args[..4], tmp.path()), "already holds a scan");
+    let b = bundle.to_str().unwrap();
+    assert_clean_error(&vab(&["scan", b, "--out", tmp.path().join("again").to_str().unwrap(), "--export-clean", b], tmp.path()), "the output is the input dataset itself");
+}
+
+/// A scan of an image folder names each sample's file in `suspicious.csv` and in the exported
+/// list, and, with no poison flags to score against, reports no detection figures.
+#[test]
+fn scan_of_an_image_folder_names_the_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let folder = tmp.path().join("pets");
+    for (split, class, i) in ["train", "test"].iter().flat_map(|s| ["cat", "dog"].iter().flat_map(move |c| (0..6).map(move |i| (s, c, i)))) {
+        let dir = folder.join(split).join(class);
+        std::fs::create_dir_all(&dir).unwrap();
+        let shade = if *class == "cat" { 40 } else { 200 } + i as u8;
+        image::RgbImage::from_pixel(8, 8, image::Rgb([shade, 255 - shade, i as u8 * 9])).save(dir.join(format!("{i}.png"))).unwrap();
+    }
+    let (scan, list) = (tmp.path().join("scan"), tmp.path().join("list.txt"));
+    let out = vab(&["scan", folder.to_str().unwrap(), "--out", scan.to_str().unwrap(), "--export-list", list.to_str().unwrap(), "--cutoff", "auto", "--refreshes", "1"], tmp.path());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(scan.join("scan.json")).unwrap()).unwrap();
+    assert!(summary["detection"].is_null(), "{summary}");
+    assert_eq!((summary["cutoff"]["mode"].as_str(), summary["refreshes"].as_u64()), (Some("auto"), Some(1)));
+    let csv = std::fs::read_to_string(scan.join("suspicious.csv")).unwrap();
+    let files: Vec<&str> = csv.lines().skip(1).map(|l| l.split(',').nth(1).unwrap()).collect();
+    let mut sorted = files.clone();
+    sorted.sort_unstable();
+    let expected: Vec<String> = ["cat", "dog"].iter().flat_map(|c| (0..6).map(move |i| format!("train/{c}/{i}.png"))).collect();
+    assert_eq!(sorted, expected);
+    assert!(csv.lines().skip(1).all(|l| l.ends_with(',')), "poison flags written for data without them:\n{csv}");
+    let listed = std::fs::read_to_string(&list).unwrap();
+    assert_eq!(listed.lines().count() as u64, summary["suspicious"].as_u64().unwrap());
+    assert!(listed.lines().all(|l| expected.iter().any(|e| e == l)), "{listed}");
+}

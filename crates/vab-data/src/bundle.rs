@@ -24,7 +24,8 @@
 //! The safetensors header's `__metadata__` holds one key, `vab`, whose value is the JSON of
 //! [`BundleMeta`]: format version, tool version, class names, source description and, for a
 //! poisoned bundle, the attack record (name, every parameter, rate and its convention, target,
-//! seed) written by vab-attacks. One key keeps the file bytes deterministic.
+//! seed) written by vab-attacks, and for data read from an image folder the file of every
+//! training image (`train_files`, absent otherwise). One key keeps the file bytes deterministic.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -54,6 +55,9 @@ pub struct BundleMeta {
     pub source: String,
     /// The attack record, `None` for a clean bundle. Its schema belongs to vab-attacks.
     pub attack: Option<serde_json::Value>,
+    /// The source file of each training image (image folders; empty when unknown).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub train_files: Vec<String>,
 }
 
 /// A float tensor carried along for an attack (`attack.*`).
@@ -93,6 +97,7 @@ impl Bundle {
                 class_names: dataset.class_names,
                 source: source.into(),
                 attack: None,
+                train_files: dataset.train_files,
             },
             train_true_labels: dataset.train.labels().to_vec(),
             train: dataset.train,
@@ -107,7 +112,23 @@ impl Bundle {
     /// The train/test part as a plain dataset (train labels as trained on), without copying
     /// the pixels.
     pub fn into_dataset(self) -> Dataset {
-        Dataset { class_names: self.meta.class_names, train: self.train, test: self.test }
+        Dataset { class_names: self.meta.class_names, train: self.train, test: self.test, train_files: self.meta.train_files }
+    }
+
+    /// The bundle with only the training samples `keep` (in that order), their flags, true
+    /// labels and file names; the test sets and the attack record stay as they are.
+    pub fn select_train(&self, keep: &[usize]) -> Bundle {
+        let files = if self.meta.train_files.is_empty() { Vec::new() } else { keep.iter().map(|&i| self.meta.train_files[i].clone()).collect() };
+        Bundle {
+            meta: BundleMeta { train_files: files, ..self.meta.clone() },
+            train: self.train.select(keep),
+            train_true_labels: keep.iter().map(|&i| self.train_true_labels[i]).collect(),
+            train_poisoned: keep.iter().map(|&i| self.train_poisoned[i]).collect(),
+            test: self.test.clone(),
+            test_triggered: self.test_triggered.clone(),
+            test_triggered_index: self.test_triggered_index.clone(),
+            extra: self.extra.clone(),
+        }
     }
 
     /// Serialises the bundle to safetensors bytes.
@@ -187,6 +208,9 @@ impl Bundle {
         let reader = Reader { path, tensors: &tensors, classes: k };
         let train = reader.images("train")?;
         let n = train.2;
+        if !meta.train_files.is_empty() && meta.train_files.len() != n {
+            return Err(bad(format!("the metadata names {} training files for {n} training images", meta.train_files.len())));
+        }
         let test = reader.images("test")?;
         let triggered = reader.images("test_triggered")?;
         let shape = train.0;
@@ -314,6 +338,23 @@ mod tests {
         let b = sample();
         let back = Bundle::from_bytes(Path::new("x"), &b.to_bytes().unwrap()).unwrap();
         assert_eq!(back, b);
+    }
+
+    #[test]
+    fn file_names_round_trip_and_follow_a_selection() {
+        let mut b = sample();
+        b.meta.train_files = vec!["train/a/1.png".into(), "train/b/2.png".into(), "train/c/3.png".into()];
+        let back = Bundle::from_bytes(Path::new("x"), &b.to_bytes().unwrap()).unwrap();
+        assert_eq!(back, b);
+        assert_eq!(back.clone().into_dataset().train_files, b.meta.train_files);
+        let kept = b.select_train(&[2, 1]);
+        assert_eq!(kept.meta.train_files, vec!["train/c/3.png", "train/b/2.png"]);
+        assert_eq!((kept.train.labels(), kept.train_poisoned.as_slice(), kept.train.image(0)), (&[2u16, 1][..], &[false, true][..], &[5u8, 6][..]));
+        assert_eq!((kept.test.len(), kept.test_triggered_index.clone()), (1, vec![0]));
+        // Names must match the images one to one.
+        b.meta.train_files.pop();
+        let err = Bundle::from_bytes(Path::new("x"), &b.to_bytes().unwrap()).unwrap_err().to_string();
+        assert!(err.contains("names 2 training files for 3 training images"), "{err}");
     }
 
     #[test]

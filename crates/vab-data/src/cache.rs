@@ -30,7 +30,7 @@ pub fn default_cache_dir() -> PathBuf {
 pub fn cache_path(dir: &Path, source: &Path, resize: Option<u32>) -> Result<PathBuf> {
     let canonical = source.canonicalize().map_err(|e| DataError::io(source, e))?;
     let mut hasher = Sha256::new();
-    hasher.update(format!("format {FORMAT_VERSION}\nresize {resize:?}\n"));
+    hasher.update(format!("format {FORMAT_VERSION} with train_files\nresize {resize:?}\n"));
     if canonical.is_dir() {
         for split in ["train", "test"] {
             hash_tree(&mut hasher, &canonical, &canonical.join(split))?;

@@ -1,7 +1,8 @@
 //! Image folders `root/{train,test}/<class>/*.{png,jpg,jpeg}`, read from a directory or straight
 //! from a `.tar`, `.tar.gz`/`.tgz` or `.tar.xz` archive of one, decoded in parallel.
 //!
-//! Order is stable: split, class name, file name. Classes are the training split's class
+//! Order is stable: split, class name, file name; each training image's path inside the source
+//! is kept ([`Dataset::train_files`]). Classes are the training split's class
 //! folders in name order; the test split may only use those. Images must share one size unless
 //! a resize is requested (then every image is resized to S×S with a triangle filter). The set
 //! is 1-channel when every image is grayscale, else RGB.
@@ -238,7 +239,8 @@ fn build(source: &Path, mut listing: Listing, resize: Option<u32>, progress: &dy
     }
     let [train, test] = sets.map(|(pixels, labels)| ImageSet::new(shape, pixels, labels));
     let invalid = |m| DataError::invalid(source, m);
-    Dataset::new(classes, train.map_err(invalid)?, test.map_err(invalid)?).map_err(invalid)
+    let train_files = listing.images.iter().filter(|raw| raw.split == 0).map(RawImage::rel_path).collect();
+    Dataset::new(classes, train.map_err(invalid)?, test.map_err(invalid)?).and_then(|d| d.with_train_files(train_files)).map_err(invalid)
 }
 
 /// Appends `image` as channel-major (C×H×W) bytes.
@@ -296,6 +298,7 @@ pub(crate) mod tests {
         // dog/a.png (4,5,6) comes before dog/b.png; CHW: four 4s, four 5s, four 6s.
         assert_eq!(ds.train.image(1), &[4, 4, 4, 4, 5, 5, 5, 5, 6, 6, 6, 6]);
         assert_eq!((ds.test.len(), ds.test.labels()[0]), (1, 1));
+        assert_eq!(ds.train_files, vec!["train/cat/z.png", "train/dog/a.png", "train/dog/b.png"]);
     }
 
     #[test]

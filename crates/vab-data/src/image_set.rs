@@ -168,6 +168,9 @@ pub struct Dataset {
     pub class_names: Vec<String>,
     pub train: ImageSet,
     pub test: ImageSet,
+    /// The file each training image came from (`train/<class>/<file>`, image folders), so
+    /// that results can name the user's files; empty when the source has no file names.
+    pub train_files: Vec<String>,
 }
 
 impl Dataset {
@@ -193,7 +196,15 @@ impl Dataset {
                 ));
             }
         }
-        Ok(Self { class_names, train, test })
+        Ok(Self { class_names, train, test, train_files: Vec::new() })
+    }
+
+    /// Names the file of every training image; `Err` when there is not one name per image.
+    pub fn with_train_files(self, train_files: Vec<String>) -> Result<Self, String> {
+        if !train_files.is_empty() && train_files.len() != self.train.len() {
+            return Err(format!("{} training file names for {} training images", train_files.len(), self.train.len()));
+        }
+        Ok(Self { train_files, ..self })
     }
 
     /// Number of classes.

@@ -4,6 +4,7 @@ mod bench;
 mod data;
 mod eval;
 mod poison;
+mod scan;
 mod train;
 
 use std::path::Path;
@@ -22,6 +23,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Train(args) => train::run(&args),
         Command::Bench(command) => bench::run(command),
         Command::Eval(args) => eval::run(&args),
+        Command::Scan(args) => scan::run(&args),
         Command::Report { dir } => {
             let path = crate::report::write(&dir)?;
             println!("wrote {}", path.display());

@@ -85,7 +85,7 @@ pub fn train_run(inputs: &RunInputs, config_text: &str, config_file: &Path, run_
         true => (inputs.read_bundle(run_dir)?, None),
         false => read_bundle(&inputs.bundle).map(|(bundle, sha256)| (bundle, Some(sha256)))?,
     };
-    let class_names = bundle.meta.class_names.clone();
+    let (class_names, train_files) = (bundle.meta.class_names.clone(), bundle.meta.train_files.clone());
     let (train, evals, ground_truth) = vab_core::data::split(bundle).map_err(|e| anyhow::anyhow!("{}: {e}", inputs.bundle.display()))?;
     std::fs::create_dir_all(run_dir).with_context(|| format!("{}: cannot create run directory", run_dir.display()))?;
     let _lock = lock_run(run_dir)?;
@@ -97,7 +97,7 @@ pub fn train_run(inputs: &RunInputs, config_text: &str, config_file: &Path, run_
     let samples = config.data.train_subset.map_or(train.images.len(), |k| k.min(train.images.len()));
     eprintln!("training {:?} on {} ({samples} of {} training samples), defense {}", config.model.arch, inputs.bundle.display(), train.images.len(), inputs.defense);
     if inputs.defense == "vab" {
-        return train_vab_run(&config, inputs, &train, &evals, &ground_truth, &class_names, run_dir, resume);
+        return train_vab_run(&config, inputs, &train, &evals, &ground_truth, (&class_names, &train_files), run_dir, resume);
     }
     let summary = train_baseline(&config, inputs.backend, &train, &evals, run_dir, resume, &EpochBar::new())?;
     println!("{} after {} epochs in {:.0} s; run directory {}", summary.metrics.describe(), summary.epochs, summary.wall_s, run_dir.display());
@@ -107,7 +107,7 @@ pub fn train_run(inputs: &RunInputs, config_text: &str, config_file: &Path, run_
 /// Holds an advisory lock on `run_dir/lock` for as long as the returned file lives (the
 /// operating system releases it when the process ends, killed or not), so that two processes
 /// never write one run. The file holds the holder's pid, which a refused process names.
-fn lock_run(run_dir: &Path) -> anyhow::Result<std::fs::File> {
+pub(crate) fn lock_run(run_dir: &Path) -> anyhow::Result<std::fs::File> {
     use std::io::{Read, Seek, Write};
     let path = run_dir.join("lock");
     let mut file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).with_context(|| format!("{}: cannot open", path.display()))?;
@@ -122,20 +122,21 @@ fn lock_run(run_dir: &Path) -> anyhow::Result<std::fs::File> {
     Ok(file)
 }
 
-/// `--defense vab`: the run, then the reporting that needs the poison flags.
+/// `--defense vab`: the run, then the reporting that needs the poison flags. `names` are the
+/// bundle's class names and training files (empty when it has none).
 #[allow(clippy::too_many_arguments)]
-fn train_vab_run(config: &TrainConfig, inputs: &RunInputs, train: &TrainingSet, evals: &EvalSets, truth: &GroundTruth, class_names: &[String], run_dir: &Path, resume: bool) -> anyhow::Result<()> {
+fn train_vab_run(config: &TrainConfig, inputs: &RunInputs, train: &TrainingSet, evals: &EvalSets, truth: &GroundTruth, names: (&[String], &[String]), run_dir: &Path, resume: bool) -> anyhow::Result<()> {
+    let (class_names, train_files) = names;
     let members = training_members(config, train.images.len());
-    let labels = members.iter().map(|&i| train.images.labels()[i]).collect();
-    let mut log = DetectionLog::new(run_dir, members.iter().map(|&i| truth.poisoned[i]).collect(), labels, train.num_classes)?;
+    let labels: Vec<u16> = members.iter().map(|&i| train.images.labels()[i]).collect();
+    let mut log = DetectionLog::new(run_dir, Some(members.iter().map(|&i| truth.poisoned[i]).collect()), labels.clone(), train.num_classes)?;
     let outcome = train_vab(config, inputs.backend, train, evals, run_dir, resume, &EpochBar::new(), &mut log)?;
-    log.write_suspicious_csv(&outcome.split, &outcome.members)?;
-    let subset_labels: Vec<u16> = outcome.members.iter().map(|&i| train.images.labels()[i]).collect();
-    let warnings = split_warnings(&outcome.split.suspicious, &subset_labels, class_names);
+    log.write_suspicious_csv(&outcome.split, &outcome.members, train_files)?;
+    let warnings = split_warnings(&outcome.split.suspicious, &labels, class_names);
     for warning in &warnings {
         eprintln!("warning: {warning}");
     }
-    let summary = outcome.summary(Some(log.score(&outcome.split)), warnings);
+    let summary = outcome.summary(log.score(&outcome.split), warnings);
     write_json(&run_dir.join("summary.json"), &summary)?;
     if let Some(m) = &summary.after_stage2 {
         println!("after stage 2: {}", m.describe());

@@ -7,6 +7,9 @@
 //! training images. A bench directory gives its results table and, per cell, the charts.
 
 mod chart;
+mod scan;
+
+pub use scan::write_scan;
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -16,6 +19,7 @@ use base64::Engine;
 use serde_json::Value;
 use vab_data::Bundle;
 
+use crate::detection_log::SuspiciousRow;
 use crate::grid::Canvas;
 use chart::{line_chart, Series, COLORS};
 
@@ -25,11 +29,17 @@ pub fn write(dir: &Path) -> anyhow::Result<PathBuf> {
         bench_body(dir)?
     } else if dir.join("summary.json").is_file() {
         run_body(dir, true)?
+    } else if dir.join("scan.json").is_file() {
+        anyhow::bail!("{}: a scan directory; `vab scan` wrote its report.html already", dir.display());
     } else {
         anyhow::bail!("{}: neither a run directory (no summary.json) nor a bench directory (no results.json); finish the run or bench first", dir.display());
     };
-    let title = format!("vab report: {}", dir.display());
-    let html = format!("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{}</title><style>{STYLE}</style></head><body><h1>{}</h1>{body}</body></html>\n", escape(&title), escape(&title));
+    write_page(dir, &format!("vab report: {}", dir.display()), &body)
+}
+
+/// Writes `dir/report.html`: a page titled `title` around `body`.
+fn write_page(dir: &Path, title: &str, body: &str) -> anyhow::Result<PathBuf> {
+    let html = format!("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{}</title><style>{STYLE}</style></head><body><h1>{}</h1>{body}</body></html>\n", escape(title), escape(title));
     let path = dir.join("report.html");
     std::fs::write(&path, html).with_context(|| format!("{}: cannot write", path.display()))?;
     Ok(path)
@@ -179,49 +189,61 @@ fn entropy_histograms(dir: &Path) -> anyhow::Result<String> {
 /// sample the attack poisoned, green a clean one.
 fn sample_grids(dir: &Path) -> anyhow::Result<String> {
     let csv = dir.join("suspicious.csv");
-    let Ok(text) = std::fs::read_to_string(&csv) else { return Ok(String::new()) };
-    let rows: Vec<(usize, f64, bool)> = text
-        .lines()
-        .skip(1)
-        .map(|l| {
-            let f: Vec<&str> = l.split(',').collect();
-            match f.as_slice() {
-                [index, entropy, _, poisoned] => Ok((index.parse()?, entropy.parse()?, *poisoned == "1")),
-                _ => anyhow::bail!("expected 4 columns"),
-            }
-        })
-        .collect::<anyhow::Result<_>>()
-        .with_context(|| format!("{}: unreadable", csv.display()))?;
+    if !csv.is_file() {
+        return Ok(String::new());
+    }
+    let rows = crate::detection_log::read_suspicious_csv(&csv)?;
     let run: Value = read_json(&dir.join("run.json"))?;
     let bundle_path = PathBuf::from(run["bundle"].as_str().unwrap_or_default());
     let bundle = match Bundle::read(&bundle_path) {
         Ok(b) => b,
         Err(e) => return Ok(format!("<p>Sample grids left out: the run's bundle cannot be read ({}).</p>", escape(&e.to_string()))),
     };
-    let most_credible: Vec<(usize, f64, bool)> = rows.iter().rev().take(32).copied().collect();
+    let tile = |row: &SuspiciousRow| -> anyhow::Result<Tile> {
+        anyhow::ensure!(row.index < bundle.train.len(), "suspicious.csv names sample {}, but the bundle has {} training samples", row.index, bundle.train.len());
+        let label = bundle.train.labels()[row.index] as usize;
+        let caption = bundle.meta.class_names.get(label).map_or(label.to_string(), |n| n.chars().take(8).collect());
+        Ok(Tile { index: row.index, frame: truth_frame(row.poisoned), caption })
+    };
+    let most_suspicious: Vec<Tile> = rows.iter().take(32).map(tile).collect::<anyhow::Result<_>>()?;
+    let most_credible: Vec<Tile> = rows.iter().rev().take(32).map(tile).collect::<anyhow::Result<_>>()?;
     let mut out = String::from("<h2>Training samples of the final split</h2><p>Red frame: poisoned by the attack (ground truth, reporting only); green: clean. The label shown is the one trained on.</p>");
-    for (title, samples) in [("32 most suspicious (lowest entropy)", &rows[..rows.len().min(32)]), ("32 most credible (highest entropy)", &most_credible[..])] {
-        let png = grid(&bundle, samples)?;
+    for (title, tiles) in [("32 most suspicious (lowest entropy)", &most_suspicious), ("32 most credible (highest entropy)", &most_credible)] {
+        let png = grid(&bundle.train, tiles)?;
         let _ = write!(out, "<figure>{}<figcaption>{title}</figcaption></figure>", img(&png, title));
     }
     Ok(out)
 }
 
-fn grid(bundle: &Bundle, samples: &[(usize, f64, bool)]) -> anyhow::Result<Vec<u8>> {
-    let shape = bundle.train.shape();
+/// One image of a grid: its index in the training set, the colour of its frame, the text
+/// under it (8 characters fit).
+struct Tile {
+    index: usize,
+    frame: [u8; 3],
+    caption: String,
+}
+
+/// Red for a poisoned sample, green for a clean one, grey when the data has no flags.
+fn truth_frame(poisoned: Option<bool>) -> [u8; 3] {
+    match poisoned {
+        Some(true) => [214, 39, 40],
+        Some(false) => [44, 160, 44],
+        None => [170, 170, 170],
+    }
+}
+
+/// Eight tiles a row, each image magnified to about 64 pixels.
+fn grid(images: &vab_data::ImageSet, tiles: &[Tile]) -> anyhow::Result<Vec<u8>> {
+    let shape = images.shape();
     let scale = (64 / shape.height.max(shape.width)).max(1);
     let (w, h) = (shape.width * scale + 6, shape.height * scale + 6 + crate::grid::GLYPH + 2);
     let columns = 8;
-    let mut canvas = Canvas::new(columns * w, samples.len().div_ceil(columns).max(1) * h);
-    for (i, &(index, _, poisoned)) in samples.iter().enumerate() {
-        anyhow::ensure!(index < bundle.train.len(), "suspicious.csv names sample {index}, but the bundle has {} training samples", bundle.train.len());
+    let mut canvas = Canvas::new(columns * w, tiles.len().div_ceil(columns).max(1) * h);
+    for (i, tile) in tiles.iter().enumerate() {
         let (x, y) = ((i % columns) * w, (i / columns) * h);
-        let frame = if poisoned { [214, 39, 40] } else { [44, 160, 44] };
-        canvas.fill(x + 1, y + 1, w - 2, shape.height * scale + 4, frame);
-        canvas.paste(bundle.train.image(index), shape, x + 3, y + 3, scale);
-        let label = bundle.train.labels()[index] as usize;
-        let name: String = bundle.meta.class_names.get(label).map_or(label.to_string(), |n| n.chars().take(8).collect());
-        canvas.text(&name, x + 3, y + shape.height * scale + 7);
+        canvas.fill(x + 1, y + 1, w - 2, shape.height * scale + 4, tile.frame);
+        canvas.paste(images.image(tile.index), shape, x + 3, y + 3, scale);
+        canvas.text(&tile.caption, x + 3, y + shape.height * scale + 7);
     }
     canvas.png()
 }

@@ -7,7 +7,8 @@
 //! - [`semi_supervised`]: stage 3's targets, pseudo-labels and [`suppression`] (eq. 10-11);
 //! - [`split_check`]: warnings when the final split looks like it failed;
 //! - [`train`]: the whole run, its outputs and timings; [`config`]: the `[vab]` section;
-//!   [`stage_bench`]: seconds per batch of each stage (`vab bench step --stage`).
+//!   [`stage_bench`]: seconds per batch of each stage (`vab bench step --stage`);
+//! - [`scan`]: the Victim alone, ranking a dataset's samples (`vab scan`).
 //!
 //! Poison flags never reach this module: a [`RefreshObserver`] supplied by the caller sees each
 //! split and may score it against the ground truth for reporting, but returns only text.
@@ -18,6 +19,7 @@ pub mod config;
 pub mod entropy;
 pub mod gmm;
 pub mod mixes;
+pub mod scan;
 pub mod semi_supervised;
 pub mod split_check;
 pub mod stage_bench;
@@ -26,17 +28,19 @@ pub mod threshold;
 pub mod train;
 pub mod victim;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
+use crate::backend::Backend;
+use crate::config::TrainConfig;
 use crate::data::{EvalSets, TrainingSet};
 use crate::engine::batches::Normalization;
 use crate::engine::eval::Metrics;
-use crate::engine::run::append_jsonl;
+use crate::engine::run::{append_jsonl, training_members};
 use crate::engine::progress::TrainProgress;
-use crate::error::Result;
+use crate::error::{CoreError, Result};
 use crate::models::Arch;
 
 /// What every stage needs: the training samples, their normalisation, the devices, the seed.
@@ -60,7 +64,31 @@ pub struct Context<'a> {
     pub allow_nan: bool,
 }
 
-impl Context<'_> {
+impl<'a> Context<'a> {
+    /// The context of a run of `config` on `train` (its `data.train_subset` drawn) on
+    /// `backend`, with the device RNG seeded and `metrics.jsonl` in `dir`; with the bundle
+    /// index of each training sample.
+    pub fn new(config: &TrainConfig, backend: Backend, train: &TrainingSet, victim_eval: Option<EvalSets>, dir: &Path, progress: &'a dyn TrainProgress) -> Result<(Self, Vec<usize>)> {
+        let inference = backend.device().map_err(CoreError::Invalid)?;
+        let device = inference.clone().autodiff();
+        device.seed(config.train.seed);
+        let members = training_members(config, train.images.len());
+        let context = Self {
+            norm: Normalization::of(&train.images),
+            train: TrainingSet { images: std::sync::Arc::new(train.images.select(&members)), num_classes: train.num_classes },
+            arch: config.model.arch,
+            device,
+            inference,
+            seed: config.train.seed,
+            eval_batch_size: config.data.eval_batch_size,
+            progress,
+            metrics: dir.join("metrics.jsonl"),
+            victim_eval,
+            allow_nan: config.train.allow_nan,
+        };
+        Ok((context, members))
+    }
+
     /// Appends `event` to `metrics.jsonl`.
     pub fn record(&self, event: &Event) -> Result<()> {
         append_jsonl(&self.metrics, event)
@@ -103,6 +131,8 @@ pub enum Stage {
     WarmUp,
     Clean,
     Suppression,
+    /// `vab scan`'s Victim epochs after warm-up.
+    Scan,
 }
 
 impl std::fmt::Display for Stage {
@@ -111,6 +141,7 @@ impl std::fmt::Display for Stage {
             Stage::WarmUp => "stage 1, warm-up",
             Stage::Clean => "stage 2, clean training",
             Stage::Suppression => "stage 3, suppression",
+            Stage::Scan => "scan",
         })
     }
 }

@@ -23,12 +23,11 @@ use crate::backend::Backend;
 use crate::config::TrainConfig;
 use crate::data::{EvalSets, TrainingSet};
 use crate::detection::Detection;
-use crate::engine::batches::Normalization;
 use crate::engine::eval::{evaluate, Metrics};
 use crate::engine::progress::TrainProgress;
 use crate::engine::checkpoint;
 use crate::engine::export::{export_pytorch, ModelCard};
-use crate::engine::run::{keep_lines, training_members, Summary};
+use crate::engine::run::{keep_lines, Summary};
 use crate::error::{CoreError, Result};
 
 /// Wall time of one stage.
@@ -108,25 +107,9 @@ pub fn train_vab(config: &TrainConfig, backend: Backend, train: &TrainingSet, ev
     let vab = config.vab.as_ref().ok_or_else(|| CoreError::Invalid("--defense vab needs a [vab] section in the configuration (see configs/cpu-cifar10.toml)".into()))?;
     let start = Instant::now();
     std::fs::create_dir_all(run).map_err(|e| CoreError::io(run, e))?;
-    let metrics_path = run.join("metrics.jsonl");
-    let inference = backend.device().map_err(CoreError::Invalid)?;
-    let device = inference.clone().autodiff();
-    device.seed(config.train.seed);
-    let members = training_members(config, train.images.len());
-    let subset = TrainingSet { images: std::sync::Arc::new(train.images.select(&members)), num_classes: train.num_classes };
-    let ctx = Context {
-        norm: Normalization::of(&train.images),
-        train: subset,
-        arch: config.model.arch,
-        device,
-        inference: inference.clone(),
-        seed: config.train.seed,
-        eval_batch_size: config.data.eval_batch_size,
-        progress,
-        metrics: metrics_path.clone(),
-        victim_eval: (vab.victim_eval_samples > 0).then(|| evals.sample(vab.victim_eval_samples, config.train.seed)),
-        allow_nan: config.train.allow_nan,
-    };
+    let victim_eval = (vab.victim_eval_samples > 0).then(|| evals.sample(vab.victim_eval_samples, config.train.seed));
+    let (ctx, members) = Context::new(config, backend, train, victim_eval, run, progress)?;
+    let (metrics_path, inference) = (ctx.metrics.clone(), ctx.inference.clone());
     let mut victim = Victim::new(&ctx, &vab.victim);
     let mut beneficiary = Beneficiary::new(&ctx, config);
     let save = |victim: &Victim, beneficiary: &Beneficiary, state: &RunState| {

@@ -33,7 +33,7 @@ use crate::error::Result;
 use crate::models::Network;
 
 /// EM iterations allowed per mixture fit.
-const EM_ITERATIONS: usize = 500;
+pub const EM_ITERATIONS: usize = 500;
 
 /// The current split of the training set.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -74,6 +74,12 @@ impl Split {
     /// The logits that suppress credible labels.
     pub fn credible_suppression_logits(&self) -> &[f32] {
         self.credible_logits.as_deref().unwrap_or(&self.logits)
+    }
+
+    /// The Victim's predicted label of every sample (argmax of its logits, the first of
+    /// equals).
+    pub fn predicted_labels(&self, num_classes: usize) -> Vec<u16> {
+        self.logits.chunks_exact(num_classes).map(|row| (0..num_classes).max_by(|&a, &b| row[a].total_cmp(&row[b]).then(b.cmp(&a))).unwrap_or(0) as u16).collect()
     }
 
     /// One flag per training sample: true when it is in the suspicious set.
