@@ -67,6 +67,12 @@ pub struct ScanArgs {
     /// mixture fitted to the entropies; says so when they do not separate).
     #[arg(long, default_value = "schedule", value_parser = ["schedule", "auto"])]
     pub cutoff: String,
+    /// Beyond the paper: train a checker network (the configuration's [train] section) on the
+    /// credible samples and keep as suspicious only the labels whose suspicious samples it
+    /// rejects in bulk. Finds poison-label attacks and tells clean data from poisoned; misses
+    /// clean-label attacks (SIG, CL).
+    #[arg(long)]
+    pub label_check: bool,
     /// Also write the credible samples as a bundle (poison flags carried over, for evaluation).
     #[arg(long, value_name = "BUNDLE")]
     pub export_clean: Option<PathBuf>,

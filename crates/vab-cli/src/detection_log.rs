@@ -107,7 +107,7 @@ impl RefreshObserver for DetectionLog {
 }
 
 /// `field` as one CSV field: quoted (quotes doubled) when it holds a comma, quote or line break.
-fn csv_field(field: &str) -> String {
+pub fn csv_field(field: &str) -> String {
     if field.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", field.replace('"', "\"\""))
     } else {

@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
+use vab_core::defenses::vab::label_check::{MAX_LABEL_PROBABILITY, MIN_LABEL_SHARE, MIN_REJECTED_SHARE};
 use vab_data::ImageSet;
 
 use super::{entropy_histograms, escape, grid, img, percent, read_json, truth_frame, write_page, Tile};
@@ -56,16 +57,37 @@ fn summary_table(s: &Value) -> String {
 }
 
 fn label_table(s: &Value) -> String {
-    let mut out = String::from("<h2>Per label</h2><p>A poison-label backdoor shows as one label far above its share of the data, its suspicious samples predicted as that label.</p><table><tr><th>label</th><th>samples</th><th>suspicious</th><th>% of the suspicious set</th><th>% of the data</th><th>over-representation</th><th>suspicious ones predicted as</th></tr>");
-    for row in s["labels"].as_array().into_iter().flatten() {
+    let rows = s["labels"].as_array().map_or(&[][..], Vec::as_slice);
+    let checked = rows.iter().any(|r| r["label_check"].is_object());
+    let mut out = String::from("<h2>Per label</h2><p>A poison-label backdoor shows as one label far above its share of the data, its suspicious samples predicted as that label.");
+    if checked {
+        let _ = write!(
+            out,
+            " Label check: of the Victim's suspicious samples of each label, how many a network trained on the credible samples rejects (gives their label less than {MAX_LABEL_PROBABILITY} probability; label_check.csv has each); a label holds poison when that is at least {:.0}% of them and at least {:.0}% of the label's samples.",
+            100.0 * MIN_REJECTED_SHARE,
+            100.0 * MIN_LABEL_SHARE
+        );
+    }
+    out += "</p><table><tr><th>label</th><th>samples</th><th>suspicious</th><th>% of the suspicious set</th><th>% of the data</th><th>over-representation</th><th>suspicious ones predicted as</th>";
+    if checked {
+        out += "<th>Victim's suspicious</th><th>rejected by the checker</th><th>holds poison</th>";
+    }
+    out += "</tr>";
+    for row in rows {
         let predicted = &row["predicted_as"];
         let predicted = if predicted.is_object() { format!("{} ({}%)", predicted["name"].as_str().unwrap_or("?"), percent(&predicted["share"])) } else { "—".into() };
         let _ = write!(
             out,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.2}×</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.2}×</td><td>{}</td>",
             escape(row["name"].as_str().unwrap_or("?")), row["samples"], row["suspicious"], percent(&row["share_of_suspicious"]), percent(&row["share_of_data"]),
             row["over_representation"].as_f64().unwrap_or(0.0), escape(&predicted)
         );
+        let check = &row["label_check"];
+        if check.is_object() {
+            let holds = if check["holds_poison"].as_bool() == Some(true) { "yes" } else { "no" };
+            let _ = write!(out, "<td>{}</td><td>{}</td><td>{holds}</td>", check["victim_suspicious"], check["rejected"]);
+        }
+        out += "</tr>";
     }
     out + "</table>"
 }

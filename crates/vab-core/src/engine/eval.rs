@@ -58,6 +58,11 @@ pub fn logits(model: &Network, set: &ImageSet, norm: &Normalization, batch_size:
     all
 }
 
+/// The argmax of each row of a row-major [N, K] logit matrix (the first of equals).
+pub fn predicted_labels(logits: &[f32], num_classes: usize) -> Vec<u16> {
+    logits.chunks_exact(num_classes).map(|row| (0..num_classes).max_by(|&a, &b| row[a].total_cmp(&row[b]).then(b.cmp(&a))).unwrap_or(0) as u16).collect()
+}
+
 impl Metrics {
     /// "BA …% ASR …% (…% without the trigger) RA …%" (ASR and RA only when the bundle has an
     /// attack, the untriggered rate when it was measured).
@@ -120,6 +125,13 @@ mod tests {
         let set = |labels: Vec<u16>| Arc::new(ImageSet::new(shape, vec![0; labels.len()], labels).unwrap());
         // The triggered images are test images 1, 2 and 3 with a trigger.
         EvalSets { test: set(vec![0, 1, 2, 2]), triggered: set(vec![1, 2, 2]), originals: Some(vec![1, 2, 3].into()), attack: Some((rule, 0)), num_classes: 3 }
+    }
+
+    #[test]
+    fn predicted_labels_are_row_argmaxes_first_of_equals() {
+        let logits = [0.1, 2.0, -1.0, 5.0, 5.0, 0.0, -3.0, -2.0, -2.5];
+        assert_eq!(predicted_labels(&logits, 3), vec![1, 0, 1]);
+        assert_eq!(predicted_labels(&[], 3), Vec::<u16>::new());
     }
 
     #[test]

@@ -20,7 +20,7 @@ use super::eval::{evaluate, Metrics};
 use super::export::{export_pytorch, ModelCard};
 use super::optim;
 use super::progress::TrainProgress;
-use super::step::{check_loss, train_step};
+use super::step::train_pass;
 use crate::backend::Backend;
 use crate::config::TrainConfig;
 use crate::data::{EvalSets, TrainingSet};
@@ -141,20 +141,14 @@ pub fn train_baseline(config: &TrainConfig, backend: Backend, train: &TrainingSe
         let batches = members.len().div_ceil(config.train.batch_size);
         progress.start(&format!("epoch {}/{epochs}", epoch + 1), batches, members.len());
         let epoch_start = Instant::now();
-        let mut loss_sum = 0.0;
-        for (step, batch) in epoch_batches(train.images.clone(), &members, config.train.batch_size, Views::one(augment, norm.clone()), config.train.seed, epoch).iter().enumerate() {
-            let b = batch.labels.len();
-            let (next, loss) = train_step(model, &mut optim, batch, train.num_classes, lr, &device);
-            check_loss(loss, config.train.allow_nan, || format!("epoch {}, step {}", epoch + 1, step + 1))?;
-            model = next;
-            loss_sum += loss as f64 * b as f64;
-            progress.batch(b, loss);
-        }
+        let batches = epoch_batches(train.images.clone(), &members, config.train.batch_size, Views::one(augment, norm.clone()), config.train.seed, epoch);
+        let loss;
+        (model, loss) = train_pass(model, &mut optim, batches, train.num_classes, lr, &device, config.train.allow_nan, &format!("epoch {}", epoch + 1), progress)?;
         let img_s = members.len() as f64 / epoch_start.elapsed().as_secs_f64();
         rates.push(img_s);
         let due = (epoch + 1) % config.data.eval_every == 0 || epoch + 1 == epochs;
         let metrics = due.then(|| evaluate(&model.valid(), evals, &norm, config.data.eval_batch_size, &inference));
-        let record = EpochRecord { epoch: epoch + 1, lr, loss: loss_sum / members.len() as f64, img_s, metrics };
+        let record = EpochRecord { epoch: epoch + 1, lr, loss, img_s, metrics };
         progress.finish(&epoch_line(&record));
         append_jsonl(&metrics_path, &record)?;
         state = CheckpointState { epochs_done: epoch + 1, wall_s: wall_before + start.elapsed().as_secs_f64() };

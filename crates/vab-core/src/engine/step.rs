@@ -1,10 +1,13 @@
 //! One optimisation step, as burn's examples write it: forward → loss → backward →
 //! gradients per parameter → optimiser step.
 
+use std::sync::mpsc::Receiver;
+
 use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Tensor, TensorData};
 
 use super::batches::Batch;
+use super::progress::TrainProgress;
 use crate::error::{CoreError, Result};
 use super::loss::{one_hot, soft_cross_entropy};
 use crate::models::Network;
@@ -19,6 +22,24 @@ pub fn train_step(model: Network, optim: &mut ModuleOptimizer, batch: Batch, num
     let value = loss.to_data().iter::<f32>().next().unwrap_or(f32::NAN);
     let grads = GradientsParams::from_grads(loss.backward(), &model);
     (optim.step(lr, model, grads), value)
+}
+
+/// Trains `model` with hard labels on every batch of `batches` at rate `lr`, telling
+/// `progress` of each; returns the model and the mean loss per sample. A non-finite loss stops
+/// it ([`check_loss`], unless `allow_nan`) with an error naming `pass` (e.g. "epoch 3") and the step.
+#[allow(clippy::too_many_arguments)]
+pub fn train_pass(mut model: Network, optim: &mut ModuleOptimizer, batches: Receiver<Batch>, num_classes: usize, lr: f64, device: &Device, allow_nan: bool, pass: &str, progress: &dyn TrainProgress) -> Result<(Network, f64)> {
+    let (mut loss_sum, mut samples) = (0.0, 0usize);
+    for (step, batch) in batches.iter().enumerate() {
+        let b = batch.labels.len();
+        let (next, loss) = train_step(model, optim, batch, num_classes, lr, device);
+        check_loss(loss, allow_nan, || format!("{pass}, step {}", step + 1))?;
+        model = next;
+        loss_sum += loss as f64 * b as f64;
+        samples += b;
+        progress.batch(b, loss);
+    }
+    Ok((model, loss_sum / samples.max(1) as f64))
 }
 
 /// `Err` when a training loss is not finite, unless `allow_nan`: the weights are ruined from

@@ -8,7 +8,8 @@
 //! - [`split_check`]: warnings when the final split looks like it failed;
 //! - [`train`]: the whole run, its outputs and timings; [`config`]: the `[vab]` section;
 //!   [`stage_bench`]: seconds per batch of each stage (`vab bench step --stage`);
-//! - [`scan`]: the Victim alone, ranking a dataset's samples (`vab scan`).
+//! - [`scan`]: the Victim alone, ranking a dataset's samples (`vab scan`), and
+//!   [`label_check`], the scan's check of which labels hold poison (beyond the paper).
 //!
 //! Poison flags never reach this module: a [`RefreshObserver`] supplied by the caller sees each
 //! split and may score it against the ground truth for reporting, but returns only text.
@@ -18,6 +19,7 @@ pub mod beneficiary;
 pub mod config;
 pub mod entropy;
 pub mod gmm;
+pub mod label_check;
 pub mod mixes;
 pub mod scan;
 pub mod semi_supervised;

@@ -28,7 +28,7 @@ use crate::config::OptimizerConfig;
 use crate::engine::batches::{epoch_batches, epoch_order, plain_batches, Normalization, Views};
 use crate::engine::eval::{evaluate, logits};
 use crate::engine::optim;
-use crate::engine::step::{check_loss, train_step};
+use crate::engine::step::train_pass;
 use crate::error::Result;
 use crate::models::Network;
 
@@ -79,7 +79,7 @@ impl Split {
     /// The Victim's predicted label of every sample (argmax of its logits, the first of
     /// equals).
     pub fn predicted_labels(&self, num_classes: usize) -> Vec<u16> {
-        self.logits.chunks_exact(num_classes).map(|row| (0..num_classes).max_by(|&a, &b| row[a].total_cmp(&row[b]).then(b.cmp(&a))).unwrap_or(0) as u16).collect()
+        crate::engine::eval::predicted_labels(&self.logits, num_classes)
     }
 
     /// One flag per training sample: true when it is in the suspicious set.
@@ -126,18 +126,10 @@ impl Victim {
     pub fn train_epoch(&mut self, ctx: &Context, members: &[usize]) -> Result<()> {
         let label = format!("victim epoch {} ({} samples)", self.state.epochs, members.len());
         ctx.progress.start(&label, members.len().div_ceil(self.params.batch_size), members.len());
-        let mut loss_sum = 0.0;
         let batches = epoch_batches(ctx.train.images.clone(), members, self.params.batch_size, Views::one(self.params.augment, ctx.norm.clone()), ctx.seed ^ STREAM, self.state.epochs);
-        for (step, batch) in batches.iter().enumerate() {
-            let b = batch.labels.len();
-            let model = self.model.clone();
-            let (next, loss) = train_step(model, &mut self.optim, batch, ctx.train.num_classes, self.params.lr, &ctx.device);
-            check_loss(loss, ctx.allow_nan, || format!("victim epoch {}, step {}", self.state.epochs, step + 1))?;
-            self.model = next;
-            loss_sum += loss as f64 * b as f64;
-            ctx.progress.batch(b, loss);
-        }
-        let loss = loss_sum / members.len().max(1) as f64;
+        let pass = format!("victim epoch {}", self.state.epochs);
+        let loss;
+        (self.model, loss) = train_pass(self.model.clone(), &mut self.optim, batches, ctx.train.num_classes, self.params.lr, &ctx.device, ctx.allow_nan, &pass, ctx.progress)?;
         let metrics = ctx.victim_eval.as_ref().map(|sample| evaluate(&self.model.valid(), sample, &ctx.norm, ctx.eval_batch_size, &ctx.inference));
         let scores = metrics.as_ref().map_or(String::new(), |m| format!("; on the test sample {}", m.describe()));
         ctx.progress.finish(&format!("{label}: loss {loss:.4}{scores}"));
