@@ -56,7 +56,8 @@ pub struct ScanSummary {
     pub suspicious_predicted_as: Option<Predicted>,
     /// Against the data's poison flags (bundles only), in percent.
     pub detection: Option<Detection>,
-    /// Signs that the split failed ([`split_warnings`]).
+    /// Signs that the Victim's split failed ([`split_warnings`]; not checked with the label check,
+    /// whose verdict says more).
     pub warnings: Vec<String>,
     pub wall_s: f64,
 }
@@ -274,7 +275,8 @@ fn summarise(args: &ScanArgs, config: &TrainConfig, bundle: &Bundle, outcome: &S
         labels: rows,
         suspicious_predicted_as: most_predicted(&mut split.suspicious.iter().copied()),
         detection,
-        warnings: split_warnings(&split.suspicious, labels, names),
+        // The label check's verdict replaces the checks of the Victim's split by size and label mix.
+        warnings: if outcome.label_check.is_some() { Vec::new() } else { split_warnings(&split.suspicious, labels, names) },
         wall_s: outcome.wall_s,
     }
 }

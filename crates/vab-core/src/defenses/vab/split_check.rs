@@ -27,13 +27,13 @@ pub fn split_warnings(suspicious: &[usize], labels: &[u16], class_names: &[Strin
     }
     let mut warnings = Vec::new();
     if suspicious.is_empty() {
-        warnings.push("the final suspicious set is empty: V&B trained the Beneficiary on every sample without suppression, so no poison was set apart; check the entropy histograms (entropy/refresh-*.png)".into());
+        warnings.push("the final suspicious set is empty: no sample was set apart as poisoned (a V&B run then trains the Beneficiary on every sample without suppression); check the entropy histograms (entropy/refresh-*.png)".into());
         return warnings;
     }
     let share = suspicious.len() as f64 / n as f64;
     if share > MAX_SUSPICIOUS_SHARE {
         warnings.push(format!(
-            "the final suspicious set holds {:.1}% of the training samples, more than {:.0}%: V&B took most of the data as poisoned and trained the Beneficiary on the rest, which costs accuracy. \
+            "the final suspicious set holds {:.1}% of the training samples, more than {:.0}%: most of the data was taken as poisoned (a V&B run then trains the Beneficiary on the rest, which costs accuracy). \
              This happens on data easier than CIFAR-10; try `vab.warmup = {{ kind = \"auto\", max_epochs = 8 }}` and check the entropy histograms (entropy/refresh-*.png)",
             100.0 * share,
             100.0 * MAX_SUSPICIOUS_SHARE
