@@ -716,6 +716,9 @@ fn scan_ranks_every_sample_and_exports_the_split() {
     assert_clean_error(&vab(&args[..4], tmp.path()), "already holds a scan");
     let b = bundle.to_str().unwrap();
     assert_clean_error(&vab(&["scan", b, "--out", tmp.path().join("again").to_str().unwrap(), "--export-clean", b], tmp.path()), "the output is the input dataset itself");
+    let no_vab = tmp.path().join("no-vab.toml");
+    std::fs::write(&no_vab, "[model]\narch = \"small\"\n[train]\nepochs = 1\nbatch_size = 8\nlr = 0.1\n[train.optimizer]\nkind = \"adam\"\nweight_decay = 0.0\n[train.schedule]\nkind = \"constant\"\n").unwrap();
+    assert_clean_error(&vab(&["scan", b, "--out", tmp.path().join("other").to_str().unwrap(), "--config", no_vab.to_str().unwrap()], tmp.path()), "no [vab] section");
 }
 
 /// A scan of an image folder names each sample's file in `suspicious.csv` and in the exported

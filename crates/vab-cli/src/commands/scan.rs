@@ -145,6 +145,9 @@ pub fn run(args: &ScanArgs) -> anyhow::Result<()> {
         None => (PRESET.to_string(), "the built-in scan preset".to_string()),
     };
     let mut config = TrainConfig::from_toml(&config_text).map_err(|e| anyhow::anyhow!("{config_name}: {e}"))?;
+    if config.vab.is_none() {
+        bail!("{config_name}: no [vab] section; a scan needs the Victim's settings (see configs/scan.toml)");
+    }
     if let Some(seed) = args.seed {
         config.train.seed = seed;
     }
