@@ -172,7 +172,7 @@ fn split_csv_line(line: &str) -> Vec<String> {
 }
 
 /// How many of the samples `members` (indices into `labels`) carry each label.
-fn label_counts(members: &[usize], labels: &[u16], num_classes: usize) -> Vec<usize> {
+pub fn label_counts(members: &[usize], labels: &[u16], num_classes: usize) -> Vec<usize> {
     let mut counts = vec![0; num_classes];
     for &i in members {
         counts[labels[i] as usize] += 1;

@@ -699,6 +699,16 @@ fn scan_ranks_every_sample_and_exports_the_split() {
         assert_eq!((r[1], r[2].parse::<u16>().unwrap(), r[6] == "1"), ("", bundle_data.train.labels()[i], bundle_data.train_poisoned[i]), "{r:?}");
     }
     assert_eq!(rows.iter().filter(|r| r[5] == "1").count(), suspicious);
+    // Each label's `predicted_as` is the most frequent Victim prediction among its suspicious rows.
+    for (c, label) in labels.iter().enumerate() {
+        let mut counts = [0usize; 10];
+        for r in rows.iter().filter(|r| r[5] == "1" && r[2] == c.to_string()) {
+            counts[r[3].parse::<usize>().unwrap()] += 1;
+        }
+        let most = (0..10).max_by_key(|&p| (counts[p], std::cmp::Reverse(p))).unwrap();
+        let expected = (counts.iter().sum::<usize>() > 0).then_some(most as u64);
+        assert_eq!(label["predicted_as"]["label"].as_u64(), expected, "label {c}: {counts:?} vs {}", label["predicted_as"]);
+    }
     indices.sort_unstable();
     assert_eq!(indices, (0..100).collect::<Vec<_>>());
     assert!(scan.join("report.html").is_file() && scan.join("victim.safetensors").is_file() && scan.join("entropy/refresh-01.png").is_file());

@@ -22,7 +22,7 @@ use vab_data::{Bundle, SourceKind};
 
 use super::{load_dataset, refuse_to_overwrite};
 use crate::cli::{LoadArgs, ScanArgs};
-use crate::detection_log::DetectionLog;
+use crate::detection_log::{label_counts, DetectionLog};
 use crate::progress::EpochBar;
 
 /// The built-in scan preset.
@@ -219,22 +219,23 @@ fn load_for_scan(path: &Path, load: &LoadArgs) -> anyhow::Result<(Bundle, bool)>
 fn summarise(args: &ScanArgs, config: &TrainConfig, bundle: &Bundle, outcome: &ScanOutcome, labels: &[u16], detection: Option<Detection>, cutoff: Cutoff) -> ScanSummary {
     let names = &bundle.meta.class_names;
     let split = &outcome.split;
-    let predicted = split.predicted_labels(names.len());
-    let most_predicted = |samples: &mut dyn Iterator<Item = usize>| -> Option<Predicted> {
-        let mut counts = vec![0usize; names.len()];
-        let mut total = 0;
-        for i in samples {
-            counts[predicted[i] as usize] += 1;
-            total += 1;
-        }
-        let label = (0..names.len()).max_by_key(|&c| (counts[c], std::cmp::Reverse(c)))?;
+    let k = names.len();
+    let predicted = split.predicted_labels(k);
+    // One pass over the suspicious set: how often each label is predicted as each label.
+    let mut predicted_by_label = vec![0usize; k * k];
+    for &i in &split.suspicious {
+        predicted_by_label[labels[i] as usize * k + predicted[i] as usize] += 1;
+    }
+    let most_predicted = |counts: &[usize]| -> Option<Predicted> {
+        let total: usize = counts.iter().sum();
+        let label = (0..k).max_by_key(|&c| (counts[c], std::cmp::Reverse(c)))?;
         (total > 0).then(|| Predicted { label: label as u16, name: names[label].clone(), share: 100.0 * counts[label] as f64 / total as f64 })
     };
+    let (in_data, in_suspicious) = (label_counts(&(0..labels.len()).collect::<Vec<_>>(), labels, k), label_counts(&split.suspicious, labels, k));
     let n = labels.len();
-    let rows = (0..names.len())
+    let rows = (0..k)
         .map(|c| {
-            let samples = labels.iter().filter(|&&l| l as usize == c).count();
-            let suspicious = split.suspicious.iter().filter(|&&i| labels[i] as usize == c).count();
+            let (samples, suspicious) = (in_data[c], in_suspicious[c]);
             let share_of_suspicious = percent(suspicious, split.suspicious.len());
             let share_of_data = percent(samples, n);
             LabelRow {
@@ -245,7 +246,7 @@ fn summarise(args: &ScanArgs, config: &TrainConfig, bundle: &Bundle, outcome: &S
                 share_of_suspicious,
                 share_of_data,
                 over_representation: if share_of_data > 0.0 { share_of_suspicious / share_of_data } else { 0.0 },
-                predicted_as: most_predicted(&mut split.suspicious.iter().copied().filter(|&i| labels[i] as usize == c)),
+                predicted_as: most_predicted(&predicted_by_label[c * k..(c + 1) * k]),
                 label_check: outcome.label_check.as_ref().map(|check| {
                     let f = &check.labels[c];
                     LabelRecord { victim_suspicious: f.suspicious, rejected: f.rejected, holds_poison: f.holds_poison }
@@ -253,6 +254,7 @@ fn summarise(args: &ScanArgs, config: &TrainConfig, bundle: &Bundle, outcome: &S
             }
         })
         .collect();
+    let all_predicted: Vec<usize> = (0..k).map(|p| (0..k).map(|c| predicted_by_label[c * k + p]).sum()).collect();
     let vab = config.vab.as_ref().expect("scan checked the [vab] section");
     let rule = match cutoff {
         Cutoff::Schedule => format!("the configured warm-up's final t_f ({:?})", vab.warmup),
@@ -276,7 +278,7 @@ fn summarise(args: &ScanArgs, config: &TrainConfig, bundle: &Bundle, outcome: &S
         suspicious: split.suspicious.len(),
         credible: split.credible.len(),
         labels: rows,
-        suspicious_predicted_as: most_predicted(&mut split.suspicious.iter().copied()),
+        suspicious_predicted_as: most_predicted(&all_predicted),
         detection,
         // The label check's verdict replaces the checks of the Victim's split by size and label mix.
         warnings: if outcome.label_check.is_some() { Vec::new() } else { split_warnings(&split.suspicious, labels, names) },

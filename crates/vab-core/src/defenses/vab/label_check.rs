@@ -24,6 +24,7 @@ use std::sync::Arc;
 use burn::module::Module;
 use serde::{Deserialize, Serialize};
 
+use super::suppression::softmax;
 use super::victim::Split;
 use super::Context;
 use crate::config::TrainConfig;
@@ -38,7 +39,8 @@ use crate::models::Network;
 pub const MAX_LABEL_PROBABILITY: f64 = 0.1;
 
 /// Share of a label's suspicious samples the checker must reject for the label to hold poison.
-/// Measured on CIFAR-10 (scan preset): 7.7% at most on clean data, 81% for the BadNets target.
+/// Measured on CIFAR-10 (scan preset): the BadNets and Blend targets at 70-73%, no clean label
+/// above 0.35 of this bar (bench/results/scan-cpu.md).
 pub const MIN_REJECTED_SHARE: f64 = 0.5;
 
 /// Share of a label's samples the rejected ones must make for it to hold poison, so that a few
@@ -56,7 +58,8 @@ pub struct LabelFinding {
     pub samples: usize,
     /// In the Victim's suspicious set.
     pub suspicious: usize,
-    /// Suspicious samples the checker predicts as another label.
+    /// Suspicious samples whose label the checker rejects (gives it less than
+    /// [`MAX_LABEL_PROBABILITY`]).
     pub rejected: usize,
     pub holds_poison: bool,
 }
@@ -79,14 +82,12 @@ pub struct LabelCheck {
     pub labels: Vec<LabelFinding>,
     /// Every suspicious sample of the Victim's split, in its order, as the checker saw it.
     pub checked: Vec<Checked>,
-    /// The checker's training epochs.
-    pub epochs: usize,
 }
 
 impl LabelCheck {
     /// Judges each label from the training `labels` and the checker's view of the suspicious
     /// samples.
-    pub fn judge(labels: &[u16], num_classes: usize, checked: Vec<Checked>, epochs: usize) -> Self {
+    pub fn judge(labels: &[u16], num_classes: usize, checked: Vec<Checked>) -> Self {
         let mut findings: Vec<LabelFinding> = (0..num_classes).map(|c| LabelFinding { label: c as u16, samples: 0, suspicious: 0, rejected: 0, holds_poison: false }).collect();
         for &l in labels {
             findings[l as usize].samples += 1;
@@ -99,7 +100,7 @@ impl LabelCheck {
         for f in &mut findings {
             f.holds_poison = f.rejected > 0 && f.rejected as f64 >= MIN_REJECTED_SHARE * f.suspicious as f64 && f.rejected as f64 >= MIN_LABEL_SHARE * f.samples as f64;
         }
-        Self { labels: findings, checked, epochs }
+        Self { labels: findings, checked }
     }
 
     /// `split` with only the suspicious samples whose label holds poison left suspicious.
@@ -136,10 +137,10 @@ pub fn check_labels(ctx: &Context, config: &TrainConfig, split: &Split) -> Resul
     adjust_for_prior(&mut adjusted, &label_frequencies(images.labels(), &split.credible, classes));
     let checked = split.suspicious.iter().enumerate().map(|(row, &index)| {
         let label = images.labels()[index] as usize;
-        let probability = |z: &[f32]| softmax(&z[row * classes..(row + 1) * classes])[label];
+        let probability = |z: &[f32]| softmax(&z[row * classes..(row + 1) * classes], 1.0)[label];
         Checked { index, label_probability: probability(&adjusted), uncorrected: probability(&raw) }
     });
-    Ok(LabelCheck::judge(images.labels(), classes, checked.collect(), train.epochs))
+    Ok(LabelCheck::judge(images.labels(), classes, checked.collect()))
 }
 
 /// The share of each label among `members` (a label without members counts as one sample, so
@@ -151,14 +152,6 @@ fn label_frequencies(labels: &[u16], members: &[usize], classes: usize) -> Vec<f
     }
     let total = members.len().max(1) as f64;
     counts.iter().map(|&n| n.max(1) as f64 / total).collect()
-}
-
-/// softmax(`z`), computed in f64.
-fn softmax(z: &[f32]) -> Vec<f64> {
-    let max = z.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
-    let e: Vec<f64> = z.iter().map(|&v| (v as f64 - max).exp()).collect();
-    let total: f64 = e.iter().sum();
-    e.iter().map(|v| v / total).collect()
 }
 
 /// Logit adjustment: z_c − ln π_c for every row of a row-major [N, K] logit matrix.
@@ -193,16 +186,16 @@ mod tests {
         let suspicious: Vec<usize> = (0..30).chain(40..50).chain(80..84).collect();
         let p = |rejected: bool| if rejected { (0.02, 0.5) } else { (0.9, 0.01) };
         let probability: Vec<(f64, f64)> = (0..30).map(|i| p(i < 25)).chain((0..10).map(|i| p(i == 0))).chain([p(true); 4]).collect();
-        let check = LabelCheck::judge(&labels, 3, checked(&suspicious, &probability), 3);
+        let check = LabelCheck::judge(&labels, 3, checked(&suspicious, &probability));
         let summary: Vec<(usize, usize, usize, bool)> = check.labels.iter().map(|f| (f.samples, f.suspicious, f.rejected, f.holds_poison)).collect();
         assert_eq!(summary, vec![(40, 30, 25, true), (40, 10, 1, false), (40, 4, 4, true)]);
 
         // Too few rejections for the label's size: 1 of 40 is under 5%, though all are rejected.
-        let check = LabelCheck::judge(&labels, 3, checked(&[80], &[(0.0, 0.0)]), 3);
+        let check = LabelCheck::judge(&labels, 3, checked(&[80], &[(0.0, 0.0)]));
         assert!(!check.labels[2].holds_poison && check.labels[2].rejected == 1);
         // Half rejected is enough; fewer is not.
-        let half = LabelCheck::judge(&labels, 3, checked(&[0, 1, 2, 3], &[(0.0, 0.0), (0.09, 0.0), (0.1, 0.0), (1.0, 0.0)]), 3);
-        let less = LabelCheck::judge(&labels, 3, checked(&[0, 1, 2, 3, 4], &[(0.0, 0.0), (0.09, 0.0), (0.1, 0.0), (1.0, 0.0), (0.5, 0.0)]), 3);
+        let half = LabelCheck::judge(&labels, 3, checked(&[0, 1, 2, 3], &[(0.0, 0.0), (0.09, 0.0), (0.1, 0.0), (1.0, 0.0)]));
+        let less = LabelCheck::judge(&labels, 3, checked(&[0, 1, 2, 3, 4], &[(0.0, 0.0), (0.09, 0.0), (0.1, 0.0), (1.0, 0.0), (0.5, 0.0)]));
         assert!(half.labels[0].holds_poison && !less.labels[0].holds_poison);
     }
 
@@ -219,7 +212,7 @@ mod tests {
         let expected = [1.0 - 0.75f64.ln(), 0.2 - 0.25f64.ln(), -(0.25f64.ln())];
         assert!(logits.iter().zip(expected).all(|(a, b)| (*a as f64 - b).abs() < 1e-6), "{logits:?}");
         assert_eq!(crate::engine::eval::predicted_labels(&logits, 3), vec![1]);
-        let p = softmax(&logits);
+        let p = softmax(&logits, 1.0);
         assert!((p.iter().sum::<f64>() - 1.0).abs() < 1e-12 && p[1] > p[2] && p[2] > p[0], "{p:?}");
     }
 
@@ -227,7 +220,7 @@ mod tests {
     fn narrowing_keeps_the_suspicious_samples_of_poisoned_labels_only() {
         let labels = labels();
         let split = Split { t_f: 0.2, normalised: vec![0.5; 120], logits: vec![0.0; 360], credible_logits: None, suspicious: vec![3, 45, 7, 90], credible: (0..120).filter(|i| ![3, 45, 7, 90].contains(i)).collect() };
-        let check = LabelCheck::judge(&labels, 3, checked(&split.suspicious, &[(0.0, 0.0), (0.5, 0.0), (0.0, 0.0), (0.5, 0.0)]), 3);
+        let check = LabelCheck::judge(&labels, 3, checked(&split.suspicious, &[(0.0, 0.0), (0.5, 0.0), (0.0, 0.0), (0.5, 0.0)]));
         assert_eq!(check.labels.iter().map(|f| f.holds_poison).collect::<Vec<_>>(), vec![true, false, false]);
         let narrowed = check.narrow(split, &labels);
         assert_eq!(narrowed.suspicious, vec![3, 7]);
