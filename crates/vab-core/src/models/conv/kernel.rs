@@ -13,6 +13,8 @@
 
 use rayon::prelude::*;
 
+use super::matmul::{matmul, Matrix};
+
 /// Target width G·P of one group's matrices: wide enough for efficient products, small enough
 /// that a group's buffers stay in the tens of megabytes.
 const GROUP_COLUMNS: usize = 2048;
@@ -75,7 +77,7 @@ pub fn forward(x: &[f32], weight: &[f32], g: Geometry) -> Vec<f32> {
         let mut product = vec![0f32; g.out_channels * images * positions];
         let width = images * positions;
         // product [c_out, width] = W [c_out, taps] · col [taps, width]
-        matmul(&mut product, width, Matrix::rows(weight, taps), Matrix::rows(&col, width), [g.out_channels, width, taps]);
+        matmul(&mut product, [width, 1], Matrix::rows(weight, taps), Matrix::rows(&col, width), [g.out_channels, width, taps], false);
         for (image, out) in out.chunks_mut(image_out).enumerate() {
             for (channel, out) in out.chunks_mut(positions).enumerate() {
                 let start = channel * width + image * positions;
@@ -109,10 +111,10 @@ pub fn backward(x: &[f32], weight: &[f32], dy: &[f32], g: Geometry) -> (Vec<f32>
             let col = im2col(x, g, first, images);
             // dW [c_out, taps] = dy [c_out, width] · colᵀ [width, taps]
             let mut weight_grad = vec![0f32; g.out_channels * taps];
-            matmul(&mut weight_grad, taps, Matrix::rows(&dy_group, width), Matrix::columns(&col, width), [g.out_channels, taps, width]);
+            matmul(&mut weight_grad, [taps, 1], Matrix::rows(&dy_group, width), Matrix::columns(&col, width), [g.out_channels, taps, width], false);
             // dcol [taps, width] = Wᵀ [taps, c_out] · dy [c_out, width]
             let mut col_grad = col;
-            matmul(&mut col_grad, width, Matrix::columns(weight, taps), Matrix::rows(&dy_group, width), [taps, width, g.out_channels]);
+            matmul(&mut col_grad, [width, 1], Matrix::columns(weight, taps), Matrix::rows(&dy_group, width), [taps, width, g.out_channels], false);
             col2im(&col_grad, g, images, x_grad);
             weight_grad
         })
@@ -206,60 +208,4 @@ fn col2im(col_grad: &[f32], g: Geometry, images: usize, x_grad: &mut [f32]) {
 fn tap_of(tap: usize, g: Geometry) -> (usize, usize, usize) {
     let per_channel = g.kernel[0] * g.kernel[1];
     (tap / per_channel, (tap % per_channel) / g.kernel[1], tap % g.kernel[1])
-}
-
-/// A read-only matrix in a slice: element (r, c) at `r·row_stride + c·column_stride`.
-#[derive(Clone, Copy)]
-struct Matrix<'a> {
-    data: &'a [f32],
-    row_stride: usize,
-    column_stride: usize,
-}
-
-impl<'a> Matrix<'a> {
-    /// Row-major with rows `stride` apart.
-    fn rows(data: &'a [f32], stride: usize) -> Self {
-        Self { data, row_stride: stride, column_stride: 1 }
-    }
-
-    /// The transpose of a row-major matrix whose rows are `stride` apart.
-    fn columns(data: &'a [f32], stride: usize) -> Self {
-        Self { data, row_stride: 1, column_stride: stride }
-    }
-
-    fn fits(&self, rows: usize, columns: usize) -> bool {
-        rows == 0 || columns == 0 || (rows - 1) * self.row_stride + (columns - 1) * self.column_stride < self.data.len()
-    }
-}
-
-/// dst `[m, n]` (row-major, rows `dst_stride` apart) = lhs `[m, k]` · rhs `[k, n]`.
-/// Single-threaded: the callers parallelise over image groups.
-fn matmul(dst: &mut [f32], dst_stride: usize, lhs: Matrix, rhs: Matrix, [m, n, k]: [usize; 3]) {
-    assert!(lhs.fits(m, k) && rhs.fits(k, n), "matmul: operand out of bounds");
-    assert!(m == 0 || n == 0 || (m - 1) * dst_stride + n <= dst.len(), "matmul: destination out of bounds");
-    // SAFETY: the asserts above keep every element the product reads or writes inside its slice;
-    // `dst` is borrowed mutably, so it overlaps neither operand.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            dst_stride as isize,
-            false,
-            lhs.data.as_ptr(),
-            lhs.column_stride as isize,
-            lhs.row_stride as isize,
-            rhs.data.as_ptr(),
-            rhs.column_stride as isize,
-            rhs.row_stride as isize,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
-        );
-    }
 }

@@ -1,11 +1,14 @@
 //! 2-D convolution for vab's networks: burn's [`Conv2d`] module (parameters and record names
-//! unchanged) computed by [`kernel`] on the Flex backend when it can be: f32, one group, no
-//! bias, explicit or no padding, on an autodiff device (training) or not (inference).
+//! unchanged) computed by vab's own kernels on the Flex backend when it can be: f32, one group,
+//! no bias, explicit or no padding, on an autodiff device (training) or not (inference).
 //! Anything else takes burn's `conv2d`. burn 0.22's Flex convolution converts to channels-last
 //! for its im2col, scatters the product back, and differentiates the weight through a second
-//! convolution; [`kernel`] lays the matrices out so that none of that copying is needed.
+//! convolution; [`kernel`] (im2col) lays the matrices out so that none of that copying is
+//! needed, and [`winograd`] computes the stride-1 3×3 layers where it is faster.
 
 mod kernel;
+mod matmul;
+mod winograd;
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
@@ -73,7 +76,8 @@ impl ConvOps for Flex {
             return <Flex as ModuleOps<Flex>>::conv2d(x, weight, None, options);
         };
         let (x, weight) = (x.to_contiguous(), weight.to_contiguous());
-        let out = timed(|| g.describe("forward"), || kernel::forward(f32s(&x), f32s(&weight), g));
+        let forward = if winograd::pays_forward(&g) { winograd::forward } else { kernel::forward };
+        let out = timed(|| g.describe("forward"), || forward(f32s(&x), f32s(&weight), g));
         flex(out, [g.batch, g.out_channels, g.out_size[0], g.out_size[1]])
     }
 
@@ -89,7 +93,8 @@ impl ConvOps for Flex {
         };
         let (x_shape, weight_shape) = (x.shape(), weight.shape());
         let [x, weight, dy] = [x, weight, output_grad].map(|t| t.to_contiguous());
-        let (x_grad, weight_grad) = timed(|| g.describe("backward"), || kernel::backward(f32s(&x), f32s(&weight), f32s(&dy), g));
+        let backward = if winograd::pays_backward(&g) { winograd::backward } else { kernel::backward };
+        let (x_grad, weight_grad) = timed(|| g.describe("backward"), || backward(f32s(&x), f32s(&weight), f32s(&dy), g));
         (flex(x_grad, x_shape), flex(weight_grad, weight_shape))
     }
 }
@@ -179,6 +184,10 @@ mod tests {
             (5, 4, [1, 1], [2, 2], [1, 1], (0, 0, 0, 0), [7, 6]),
             (3, 4, [7, 7], [2, 2], [1, 1], (3, 3, 3, 3), [11, 12]),
             (2, 3, [3, 2], [1, 2], [2, 1], (2, 0, 1, 1), [6, 9]),
+            // Winograd's forward and backward (at least 64 input channels, 16×16 outputs)
+            (64, 5, [3, 3], [1, 1], [1, 1], (1, 1, 1, 1), [16, 17]),
+            // Winograd's backward, im2col's forward
+            (16, 4, [3, 3], [1, 1], [1, 1], (1, 1, 1, 1), [5, 6]),
         ];
         for (c_in, c_out, kernel, stride, dilation, (top, left, bottom, right), [h, w]) in cases {
             let conv = Conv2dConfig::new([c_in, c_out], kernel)
