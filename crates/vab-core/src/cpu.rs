@@ -42,7 +42,7 @@ pub trait Vectorized {
 pub fn vectorized<V: Vectorized>(work: V) -> V::Output {
     #[cfg(target_arch = "x86_64")]
     {
-        if std::arch::is_x86_feature_detected!("avx512f") {
+        if std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("avx512vl") {
             // SAFETY: the CPU has the features the function is compiled for.
             return unsafe { with_avx512(work) };
         }
