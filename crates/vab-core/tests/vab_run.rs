@@ -194,3 +194,23 @@ fn batch_split_splits_as_batch_and_suppresses_credible_labels_with_eval_mode_log
     assert_ne!(credible, &batch_split.split.logits, "eval-mode logits should differ from batch-statistics ones");
     assert_eq!(batch_split.split.credible_suppression_logits(), credible.as_slice());
 }
+
+/// On the toy data the Victim is sure of every class-0 sample, so the poison's share of
+/// label 0's suspicious samples stays below the check's bar: the check runs, rejects label 0's
+/// samples only (the poison is relabelled 0) and leaves the split as the entropy made it; a
+/// killed run resumes exactly. The narrowing itself is tested in `label_check.rs`.
+#[test]
+fn the_label_check_rejects_the_poisoned_label_and_a_killed_run_resumes_exactly() {
+    let config = CONFIG.replace("views = 2", "views = 1\nwarmup = { kind = \"steps\", step = 1.0, end = 0.05 }\nlabel_check = { epochs = 20 }");
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (outcome, _) = run(&config, true, a.path());
+    let metrics = std::fs::read_to_string(a.path().join("metrics.jsonl")).unwrap();
+    let check: serde_json::Value = metrics.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()).find(|e| e["event"] == "label_check").expect("a label_check event");
+    let rejected: Vec<u64> = check["labels"].as_array().unwrap().iter().map(|f| f["rejected"].as_u64().unwrap()).collect();
+    assert!(rejected[0] > 0 && rejected[1..].iter().all(|&r| r == 0), "the checker should reject label 0's samples only: {check}");
+    let killed = catch_unwind(AssertUnwindSafe(|| run_with(&config, true, b.path(), false, &KillAtBeneficiaryEpoch3)));
+    assert!(killed.is_err(), "the simulated kill should stop the run");
+    let (resumed, _) = run_with(&config, true, b.path(), true, &Silent).unwrap();
+    assert!(resumed.split == outcome.split, "the resumed run ends with another split");
+    assert_eq!(resumed.summary.metrics, outcome.summary.metrics);
+}

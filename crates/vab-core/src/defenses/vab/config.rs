@@ -66,6 +66,20 @@ pub struct VabConfig {
     /// Switches for paper Table 4.
     #[serde(default)]
     pub ablation: Ablation,
+    /// Beyond the paper, off unless given: after warm-up a checker network finds the labels
+    /// the poison sits in ([`super::label_check`]), and from then on only suspicious samples
+    /// of those labels stay suspicious. For data on which the Victim is sure of whole clean
+    /// classes (issue #35: Fashion-MNIST).
+    #[serde(default)]
+    pub label_check: Option<LabelCheckParams>,
+}
+
+/// The label check's checker: trained on the credible set with `[train]`'s optimiser, batch
+/// size, augmentation and rate schedule, for `epochs` epochs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LabelCheckParams {
+    pub epochs: usize,
 }
 
 /// The Victim's optimisation: Adam at a constant rate, hard labels, no augmentation (code).
@@ -253,6 +267,15 @@ mod tests {
         assert_eq!((c.alpha_at(0, 100), c.alpha_at(49, 100), c.alpha_at(50, 100), c.alpha_at(99, 100)), (0.1, 0.1, 0.5, 0.5));
         assert!(c.validate(200).is_ok());
         assert!(c.validate(50).unwrap_err().contains("stage2_epochs"));
+    }
+
+    #[test]
+    fn the_label_check_is_off_unless_given_and_takes_only_epochs() {
+        let off: VabConfig = toml::from_str("stage2_epochs = 2").unwrap();
+        assert_eq!(off.label_check, None);
+        let on: VabConfig = toml::from_str("stage2_epochs = 2\nlabel_check = { epochs = 3 }").unwrap();
+        assert_eq!(on.label_check, Some(LabelCheckParams { epochs: 3 }));
+        assert!(toml::from_str::<VabConfig>("stage2_epochs = 2\nlabel_check = { epochs = 3, share = 0.5 }").is_err());
     }
 
     #[test]

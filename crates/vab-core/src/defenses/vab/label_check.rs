@@ -1,4 +1,5 @@
-//! Beyond the paper, for `vab scan --label-check`: which labels the poison sits in.
+//! Beyond the paper, for `vab scan --label-check` and V&B's `[vab] label_check` option: which
+//! labels the poison sits in.
 //!
 //! A poison-label backdoor gives its samples a label their content does not show. V&B's
 //! Victim, having learned the trigger, is as sure of them as of an easy class's clean samples,
@@ -103,14 +104,14 @@ impl LabelCheck {
         Self { labels: findings, checked }
     }
 
+    /// The labels that hold poison, in label order.
+    pub fn poisoned_labels(&self) -> Vec<u16> {
+        self.labels.iter().filter(|f| f.holds_poison).map(|f| f.label).collect()
+    }
+
     /// `split` with only the suspicious samples whose label holds poison left suspicious.
     pub fn narrow(&self, split: Split, labels: &[u16]) -> Split {
-        let poisoned = |i: &usize| self.labels[labels[*i] as usize].holds_poison;
-        let (suspicious, cleared): (Vec<usize>, Vec<usize>) = split.suspicious.iter().partition(|i| poisoned(i));
-        let mut credible = split.credible;
-        credible.extend(cleared);
-        credible.sort_unstable();
-        Split { suspicious, credible, ..split }
+        split.keep_labels(labels, &self.poisoned_labels())
     }
 }
 

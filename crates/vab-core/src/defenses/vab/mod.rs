@@ -110,6 +110,8 @@ pub enum Event {
         metrics: Option<Metrics>,
     },
     Refresh { refresh: usize, stage: Stage, beneficiary_epoch: usize, t_f: f64, suspicious: usize, credible: usize },
+    /// `[vab] label_check` after warm-up: every label as the checker judged it.
+    LabelCheck { labels: Vec<label_check::LabelFinding> },
     Beneficiary {
         epoch: usize,
         stage: Stage,

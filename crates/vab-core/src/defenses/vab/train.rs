@@ -17,6 +17,8 @@ use burn::module::Module;
 use serde::{Deserialize, Serialize};
 
 use super::beneficiary::{Beneficiary, Suppression};
+use super::config::LabelCheckParams;
+use super::label_check::check_labels;
 use super::victim::{warm_up, Split, Victim, VictimState};
 use super::{Context, Event, RefreshObserver, Stage};
 use crate::backend::Backend;
@@ -97,6 +99,10 @@ struct RunState {
     wall_s: f64,
     /// Lines of `metrics.jsonl` written so far.
     metrics_lines: usize,
+    /// The labels the label check found poison in (`[vab] label_check`); every split keeps
+    /// only their suspicious samples.
+    #[serde(default)]
+    poisoned_labels: Option<Vec<u16>>,
 }
 
 /// Runs V&B with `config` (its `[vab]` section must be present) into `run`. With `resume`,
@@ -131,6 +137,10 @@ pub fn train_vab(config: &TrainConfig, backend: Backend, train: &TrainingSet, ev
         let _ = std::fs::remove_file(&metrics_path);
         observer.start_after(0)?;
         let split = warm_up(&mut victim, &ctx, vab, observer)?;
+        let (split, poisoned_labels) = match &vab.label_check {
+            Some(params) => check_labels_after_warm_up(&ctx, config, params, split)?,
+            None => (split, None),
+        };
         let wall_s = elapsed(0.0);
         let state = RunState {
             beneficiary_epochs: 0,
@@ -143,6 +153,7 @@ pub fn train_vab(config: &TrainConfig, backend: Backend, train: &TrainingSet, ev
             rates: Vec::new(),
             wall_s,
             metrics_lines: line_count(&metrics_path)?,
+            poisoned_labels,
         };
         save(&victim, &beneficiary, &state)?;
         state
@@ -164,7 +175,7 @@ pub fn train_vab(config: &TrainConfig, backend: Backend, train: &TrainingSet, ev
         state.rates.push(stats.img_s);
         if stage == Stage::Suppression || epoch % vab.refresh_every == 0 {
             victim.train_epoch(&ctx, &state.split.suspicious)?;
-            state.split = victim.resplit(&ctx, vab, state.split.t_f, stage, epoch, observer)?;
+            state.split = victim.resplit(&ctx, vab, state.split.t_f, stage, epoch, state.poisoned_labels.as_deref(), observer)?;
         }
         let stage_ends = epoch == vab.stage2_epochs || epoch == epochs;
         let due = epoch % config.data.eval_every == 0 || stage_ends;
@@ -195,6 +206,23 @@ pub fn train_vab(config: &TrainConfig, backend: Backend, train: &TrainingSet, ev
     export_pytorch(&victim.model.valid(), &card, &run.join("victim.safetensors"))?;
     let summary = Summary::new("vab", metrics, epochs, members.len(), elapsed(wall_before), state.rates);
     Ok(Outcome { summary, after_stage2: state.after_stage2, stages: state.stages, split: state.split, members })
+}
+
+/// The label check after warm-up (beyond the paper): the split narrowed to the labels that hold
+/// poison, and those labels; the split unchanged and no labels when the check finds none.
+fn check_labels_after_warm_up(ctx: &Context, config: &TrainConfig, params: &LabelCheckParams, split: Split) -> Result<(Split, Option<Vec<u16>>)> {
+    let mut checker = config.clone();
+    checker.train.epochs = params.epochs;
+    let check = check_labels(ctx, &checker, &split)?;
+    ctx.record(&Event::LabelCheck { labels: check.labels.clone() })?;
+    let poisoned = check.poisoned_labels();
+    if poisoned.is_empty() {
+        ctx.progress.finish("label check: no label holds poison; the split stays as the entropy made it");
+        return Ok((split, None));
+    }
+    let narrowed = split.keep_labels(ctx.train.images.labels(), &poisoned);
+    ctx.progress.finish(&format!("label check: poison in label(s) {poisoned:?}; {} suspicious / {} credible", narrowed.suspicious.len(), narrowed.credible.len()));
+    Ok((narrowed, Some(poisoned)))
 }
 
 /// Lines in a text file (0 when it does not exist).

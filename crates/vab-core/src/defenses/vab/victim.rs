@@ -52,6 +52,18 @@ pub struct Split {
     pub credible: Vec<usize>,
 }
 
+impl Split {
+    /// The split with only the suspicious samples whose label (`labels[i]`) is one of `keep`
+    /// left suspicious; the others join the credible set (kept in index order).
+    pub fn keep_labels(self, labels: &[u16], keep: &[u16]) -> Split {
+        let (suspicious, cleared): (Vec<usize>, Vec<usize>) = self.suspicious.iter().partition(|&&i| keep.contains(&labels[i]));
+        let mut credible = self.credible;
+        credible.extend(cleared);
+        credible.sort_unstable();
+        Split { suspicious, credible, ..self }
+    }
+}
+
 /// What one refresh of the Victim computes over the training set.
 pub struct Refresh {
     /// Normalised (smoothed) entropy of every training sample.
@@ -159,9 +171,14 @@ impl Victim {
         Refresh { normalised, logits, credible_logits }
     }
 
-    /// Refreshes and splits at `t_f`, telling `observer`.
-    pub fn resplit(&mut self, ctx: &Context, config: &VabConfig, t_f: f64, stage: Stage, beneficiary_epoch: usize, observer: &mut dyn RefreshObserver) -> Result<Split> {
-        let split = Split::at(t_f, self.refresh(ctx, config.entropy_momentum));
+    /// Refreshes and splits at `t_f`, telling `observer`. With `poisoned` (the label check's
+    /// finding, `[vab] label_check`), only suspicious samples of those labels stay suspicious.
+    #[allow(clippy::too_many_arguments)]
+    pub fn resplit(&mut self, ctx: &Context, config: &VabConfig, t_f: f64, stage: Stage, beneficiary_epoch: usize, poisoned: Option<&[u16]>, observer: &mut dyn RefreshObserver) -> Result<Split> {
+        let mut split = Split::at(t_f, self.refresh(ctx, config.entropy_momentum));
+        if let Some(poisoned) = poisoned {
+            split = split.keep_labels(ctx.train.images.labels(), poisoned);
+        }
         self.tell(ctx, observer, &split, stage, beneficiary_epoch)?;
         Ok(split)
     }
@@ -209,11 +226,11 @@ pub fn warm_up(victim: &mut Victim, ctx: &Context, config: &VabConfig, observer:
         schedule => {
             for w in 1..=schedule.warmup_epochs() {
                 let t_f = schedule.t_f(w).expect("a scheduled warm-up has thresholds");
-                let split = victim.resplit(ctx, config, t_f, Stage::WarmUp, 0, observer)?;
+                let split = victim.resplit(ctx, config, t_f, Stage::WarmUp, 0, None, observer)?;
                 victim.train_epoch(ctx, &split.suspicious)?;
             }
             let t_f = schedule.t_f(schedule.warmup_epochs() + 1).expect("a scheduled warm-up has thresholds");
-            victim.resplit(ctx, config, t_f, Stage::WarmUp, 0, observer)
+            victim.resplit(ctx, config, t_f, Stage::WarmUp, 0, None, observer)
         }
     }
 }
