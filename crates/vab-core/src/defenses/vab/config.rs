@@ -68,8 +68,8 @@ pub struct VabConfig {
     pub ablation: Ablation,
     /// Beyond the paper, off unless given: after warm-up a checker network finds the labels
     /// the poison sits in ([`super::label_check`]), and from then on only suspicious samples
-    /// of those labels stay suspicious. For data on which the Victim is sure of whole clean
-    /// classes (issue #35: Fashion-MNIST).
+    /// of those labels whose label the checker did not confirm stay suspicious. For data on
+    /// which the Victim is sure of whole clean classes (issue #35: Fashion-MNIST).
     #[serde(default)]
     pub label_check: Option<LabelCheckParams>,
 }

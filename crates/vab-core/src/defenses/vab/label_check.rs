@@ -111,7 +111,34 @@ impl LabelCheck {
 
     /// `split` with only the suspicious samples whose label holds poison left suspicious.
     pub fn narrow(&self, split: Split, labels: &[u16]) -> Split {
-        split.keep_labels(labels, &self.poisoned_labels())
+        let poisoned = self.poisoned_labels();
+        split.narrow_to(|i| poisoned.contains(&labels[i]))
+    }
+
+    /// What V&B's `[vab] label_check` keeps of every later split: the labels that hold poison,
+    /// less the samples of them whose label the checker confirmed; `None` when no label holds
+    /// poison.
+    pub fn filter(&self) -> Option<LabelFilter> {
+        let labels = self.poisoned_labels();
+        let mut confirmed: Vec<usize> = self.checked.iter().filter(|c| c.label_probability >= MAX_LABEL_PROBABILITY).map(|c| c.index).collect();
+        confirmed.sort_unstable();
+        (!labels.is_empty()).then_some(LabelFilter { labels, confirmed })
+    }
+}
+
+/// The samples a split may keep suspicious after the label check: those of `labels`, except
+/// the `confirmed` ones (the checker gave their label at least [`MAX_LABEL_PROBABILITY`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LabelFilter {
+    pub labels: Vec<u16>,
+    /// Sorted sample indices.
+    pub confirmed: Vec<usize>,
+}
+
+impl LabelFilter {
+    /// Whether sample `i` (label `labels[i]`) may stay suspicious.
+    pub fn suspects(&self, i: usize, labels: &[u16]) -> bool {
+        self.labels.contains(&labels[i]) && self.confirmed.binary_search(&i).is_err()
     }
 }
 
@@ -227,5 +254,18 @@ mod tests {
         assert_eq!(narrowed.suspicious, vec![3, 7]);
         assert_eq!(narrowed.credible.len(), 118);
         assert!(narrowed.credible.windows(2).all(|w| w[0] < w[1]) && narrowed.credible.contains(&45) && narrowed.credible.contains(&90));
+    }
+
+    #[test]
+    fn the_filter_suspects_the_poisoned_labels_less_their_confirmed_samples() {
+        let labels = labels();
+        // Label 0: samples 0-2 rejected, 3 confirmed (0.1 is not below the bar); label 1: 40
+        // rejected of one suspicious, too few for its 40 samples.
+        let check = LabelCheck::judge(&labels, 3, checked(&[0, 1, 2, 3, 40], &[(0.0, 0.0), (0.05, 0.0), (0.0, 0.0), (0.1, 0.0), (0.0, 0.0)]));
+        let filter = check.filter().expect("label 0 holds poison");
+        assert_eq!(filter, LabelFilter { labels: vec![0], confirmed: vec![3] });
+        let suspected: Vec<usize> = (0..120).filter(|&i| filter.suspects(i, &labels)).collect();
+        assert_eq!(suspected, (0..40).filter(|&i| i != 3).collect::<Vec<_>>(), "label 0 but its confirmed sample");
+        assert_eq!(LabelCheck::judge(&labels, 3, checked(&[40], &[(0.0, 0.0)])).filter(), None);
     }
 }

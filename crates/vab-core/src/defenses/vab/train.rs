@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use super::beneficiary::{Beneficiary, Suppression};
 use super::config::LabelCheckParams;
-use super::label_check::check_labels;
+use super::label_check::{check_labels, LabelFilter};
 use super::victim::{warm_up, Split, Victim, VictimState};
 use super::{Context, Event, RefreshObserver, Stage};
 use crate::backend::Backend;
@@ -99,10 +99,10 @@ struct RunState {
     wall_s: f64,
     /// Lines of `metrics.jsonl` written so far.
     metrics_lines: usize,
-    /// The labels the label check found poison in (`[vab] label_check`); every split keeps
-    /// only their suspicious samples.
+    /// What the label check found (`[vab] label_check`); every split keeps only the
+    /// suspicious samples it suspects.
     #[serde(default)]
-    poisoned_labels: Option<Vec<u16>>,
+    label_filter: Option<LabelFilter>,
 }
 
 /// Runs V&B with `config` (its `[vab]` section must be present) into `run`. With `resume`,
@@ -137,7 +137,7 @@ pub fn train_vab(config: &TrainConfig, backend: Backend, train: &TrainingSet, ev
         let _ = std::fs::remove_file(&metrics_path);
         observer.start_after(0)?;
         let split = warm_up(&mut victim, &ctx, vab, observer)?;
-        let (split, poisoned_labels) = match &vab.label_check {
+        let (split, label_filter) = match &vab.label_check {
             Some(params) => check_labels_after_warm_up(&ctx, config, params, split)?,
             None => (split, None),
         };
@@ -153,7 +153,7 @@ pub fn train_vab(config: &TrainConfig, backend: Backend, train: &TrainingSet, ev
             rates: Vec::new(),
             wall_s,
             metrics_lines: line_count(&metrics_path)?,
-            poisoned_labels,
+            label_filter,
         };
         save(&victim, &beneficiary, &state)?;
         state
@@ -175,7 +175,7 @@ pub fn train_vab(config: &TrainConfig, backend: Backend, train: &TrainingSet, ev
         state.rates.push(stats.img_s);
         if stage == Stage::Suppression || epoch % vab.refresh_every == 0 {
             victim.train_epoch(&ctx, &state.split.suspicious)?;
-            state.split = victim.resplit(&ctx, vab, state.split.t_f, stage, epoch, state.poisoned_labels.as_deref(), observer)?;
+            state.split = victim.resplit(&ctx, vab, state.split.t_f, stage, epoch, state.label_filter.as_ref(), observer)?;
         }
         let stage_ends = epoch == vab.stage2_epochs || epoch == epochs;
         let due = epoch % config.data.eval_every == 0 || stage_ends;
@@ -208,21 +208,22 @@ pub fn train_vab(config: &TrainConfig, backend: Backend, train: &TrainingSet, ev
     Ok(Outcome { summary, after_stage2: state.after_stage2, stages: state.stages, split: state.split, members })
 }
 
-/// The label check after warm-up (beyond the paper): the split narrowed to the labels that hold
-/// poison, and those labels; the split unchanged and no labels when the check finds none.
-fn check_labels_after_warm_up(ctx: &Context, config: &TrainConfig, params: &LabelCheckParams, split: Split) -> Result<(Split, Option<Vec<u16>>)> {
+/// The label check after warm-up (beyond the paper): the split narrowed to what the check
+/// suspects, and the filter that narrows every later split; the split unchanged and no filter
+/// when no label holds poison.
+fn check_labels_after_warm_up(ctx: &Context, config: &TrainConfig, params: &LabelCheckParams, split: Split) -> Result<(Split, Option<LabelFilter>)> {
     let mut checker = config.clone();
     checker.train.epochs = params.epochs;
     let check = check_labels(ctx, &checker, &split)?;
     ctx.record(&Event::LabelCheck { labels: check.labels.clone() })?;
-    let poisoned = check.poisoned_labels();
-    if poisoned.is_empty() {
+    let Some(filter) = check.filter() else {
         ctx.progress.finish("label check: no label holds poison; the split stays as the entropy made it");
         return Ok((split, None));
-    }
-    let narrowed = split.keep_labels(ctx.train.images.labels(), &poisoned);
-    ctx.progress.finish(&format!("label check: poison in label(s) {poisoned:?}; {} suspicious / {} credible", narrowed.suspicious.len(), narrowed.credible.len()));
-    Ok((narrowed, Some(poisoned)))
+    };
+    let labels = ctx.train.images.labels();
+    let narrowed = split.narrow_to(|i| filter.suspects(i, labels));
+    ctx.progress.finish(&format!("label check: poison in label(s) {:?}; {} suspicious / {} credible", filter.labels, narrowed.suspicious.len(), narrowed.credible.len()));
+    Ok((narrowed, Some(filter)))
 }
 
 /// Lines in a text file (0 when it does not exist).

@@ -22,6 +22,7 @@ use vab_data::ImageSet;
 use super::config::{EntropyNorm, VabConfig, VictimParams};
 use super::entropy;
 use super::gmm::Mixture;
+use super::label_check::LabelFilter;
 use super::threshold::Warmup;
 use super::{Context, Event, RefreshEvent, RefreshObserver, Stage};
 use crate::config::OptimizerConfig;
@@ -53,10 +54,10 @@ pub struct Split {
 }
 
 impl Split {
-    /// The split with only the suspicious samples whose label (`labels[i]`) is one of `keep`
-    /// left suspicious; the others join the credible set (kept in index order).
-    pub fn keep_labels(self, labels: &[u16], keep: &[u16]) -> Split {
-        let (suspicious, cleared): (Vec<usize>, Vec<usize>) = self.suspicious.iter().partition(|&&i| keep.contains(&labels[i]));
+    /// The split with only the suspicious samples i for which `suspect(i)` holds left
+    /// suspicious; the others join the credible set (kept in index order).
+    pub fn narrow_to(self, suspect: impl Fn(usize) -> bool) -> Split {
+        let (suspicious, cleared): (Vec<usize>, Vec<usize>) = self.suspicious.iter().partition(|&&i| suspect(i));
         let mut credible = self.credible;
         credible.extend(cleared);
         credible.sort_unstable();
@@ -171,13 +172,14 @@ impl Victim {
         Refresh { normalised, logits, credible_logits }
     }
 
-    /// Refreshes and splits at `t_f`, telling `observer`. With `poisoned` (the label check's
-    /// finding, `[vab] label_check`), only suspicious samples of those labels stay suspicious.
+    /// Refreshes and splits at `t_f`, telling `observer`. With `filter` (the label check's
+    /// finding, `[vab] label_check`), only the suspicious samples it suspects stay suspicious.
     #[allow(clippy::too_many_arguments)]
-    pub fn resplit(&mut self, ctx: &Context, config: &VabConfig, t_f: f64, stage: Stage, beneficiary_epoch: usize, poisoned: Option<&[u16]>, observer: &mut dyn RefreshObserver) -> Result<Split> {
+    pub fn resplit(&mut self, ctx: &Context, config: &VabConfig, t_f: f64, stage: Stage, beneficiary_epoch: usize, filter: Option<&LabelFilter>, observer: &mut dyn RefreshObserver) -> Result<Split> {
         let mut split = Split::at(t_f, self.refresh(ctx, config.entropy_momentum));
-        if let Some(poisoned) = poisoned {
-            split = split.keep_labels(ctx.train.images.labels(), poisoned);
+        if let Some(filter) = filter {
+            let labels = ctx.train.images.labels();
+            split = split.narrow_to(|i| filter.suspects(i, labels));
         }
         self.tell(ctx, observer, &split, stage, beneficiary_epoch)?;
         Ok(split)
