@@ -67,14 +67,14 @@ impl AttackRow {
     }
 }
 
-/// One defense: `none` or `vab`, with optional overrides of the configuration's `[vab]`
+/// One defense: `none`, `vab` or `abl`, with optional overrides of the configuration's `[vab]`
 /// section (ablation variants).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DefenseColumn {
     /// Column name in the results.
     pub name: String,
-    /// `none` or `vab` [default: `name`].
+    /// `none`, `vab` or `abl` [default: `name`].
     #[serde(default)]
     pub defense: Option<String>,
     /// Keys replacing those of the configuration's `[vab]` section (tables merge key by key).
@@ -149,9 +149,9 @@ impl Matrix {
         for defense in &self.defenses {
             match defense.defense() {
                 "vab" => {}
-                "none" if defense.vab.is_empty() => {}
-                "none" => return Err(format!("defense {:?}: `vab` overrides need defense = \"vab\"", defense.name)),
-                other => return Err(format!("defense {:?}: unknown defense {other:?}; use none or vab", defense.name)),
+                "none" | "abl" if defense.vab.is_empty() => {}
+                "none" | "abl" => return Err(format!("defense {:?}: `vab` overrides need defense = \"vab\"", defense.name)),
+                other => return Err(format!("defense {:?}: unknown defense {other:?}; use none, vab or abl", defense.name)),
             }
         }
         let mut seeds = self.seeds.clone();
@@ -210,6 +210,10 @@ pub fn cell_config(base: &str, defense: &DefenseColumn, seed: u64) -> Result<Str
     let config = vab_core::config::TrainConfig::from_toml(&text).map_err(|e| format!("defense {:?}: {e}", defense.name))?;
     if defense.defense() == "vab" && config.vab.is_none() {
         return Err(format!("defense {:?} runs V&B, which needs a [vab] section in the configuration (see configs/cpu-cifar10.toml)", defense.name));
+    }
+    if defense.defense() == "abl" {
+        let abl = config.abl.as_ref().ok_or_else(|| format!("defense {:?} runs ABL, which needs an [abl] section in the configuration (see configs/cpu-cifar10.toml)", defense.name))?;
+        abl.fits(config.train.epochs).map_err(|e| format!("defense {:?}: {e}", defense.name))?;
     }
     Ok(text)
 }

@@ -560,6 +560,60 @@ fn one_epoch_run(root: &Path, bundle: &Path) -> PathBuf {
     run
 }
 
+/// `--defense abl` on tiny data: the isolated set in `isolated.csv` and scored in the summary,
+/// the report's rows, `vab eval` agreeing with the summary, a bench column; without an `[abl]`
+/// section a clean error.
+#[test]
+fn abl_writes_its_isolated_set_and_runs_in_a_bench() {
+    let tmp = tempfile::tempdir().unwrap();
+    tiny_cifar10(tmp.path(), 20);
+    let bundle = tiny_badnets_bundle(tmp.path(), "b.safetensors", "1");
+    let plain = "[model]\narch = \"small\"\n[train]\nepochs = 2\nbatch_size = 25\nlr = 0.05\n[train.optimizer]\nkind = \"sgd\"\nmomentum = 0.9\nweight_decay = 5e-4\n[train.schedule]\nkind = \"cosine\"\nmin_lr = 0.0\n";
+    let (config, without) = (tmp.path().join("abl.toml"), tmp.path().join("plain.toml"));
+    std::fs::write(&config, format!("{plain}[abl]\nisolation_epochs = 1\nisolation_ratio = 0.1\nunlearning_epochs = 1\n")).unwrap();
+    std::fs::write(&without, plain).unwrap();
+    let train = |config: &Path, run: &Path| vab(&["train", "--bundle", bundle.to_str().unwrap(), "--defense", "abl", "--config", config.to_str().unwrap(), "--out", run.to_str().unwrap()], tmp.path());
+    assert_clean_error(&train(&without, &tmp.path().join("no-abl")), "needs an [abl] section");
+    let too_long = tmp.path().join("too-long.toml");
+    std::fs::write(&too_long, format!("{plain}[abl]\nisolation_epochs = 3\n")).unwrap();
+    assert_clean_error(&train(&too_long, &tmp.path().join("too-long")), "abl.isolation_epochs (3) must not exceed train.epochs (2)");
+
+    let run = tmp.path().join("run");
+    let out = train(&config, &run);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("isolated 10 samples, precision"), "{}", text(&out.stdout));
+    let csv = std::fs::read_to_string(run.join("isolated.csv")).unwrap();
+    let rows: Vec<Vec<&str>> = csv.lines().skip(1).map(|l| l.split(',').collect()).collect();
+    assert_eq!(csv.lines().next(), Some("index,file,label,loss,isolated,poisoned"));
+    assert_eq!(rows.len(), 100);
+    assert!(rows[..10].iter().all(|r| r[4] == "1") && rows[10..].iter().all(|r| r[4] == "0"), "the ten lowest losses are the isolated ones: {csv}");
+    let losses: Vec<f64> = rows.iter().map(|r| r[3].parse().unwrap()).collect();
+    assert!(losses.windows(2).all(|w| w[0] <= w[1]), "lowest loss first");
+    let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
+    let poisoned_isolated = rows[..10].iter().filter(|r| r[5] == "1").count() as f64;
+    assert_eq!(summary["defense"], "abl");
+    assert_eq!((summary["isolated"].as_u64(), summary["detection"]["poisoned"].as_u64()), (Some(10), Some(20)));
+    assert_eq!(summary["detection"]["precision"].as_f64(), Some(100.0 * poisoned_isolated / 10.0));
+    assert!(summary["before_unlearning"]["ba"].is_number(), "{summary}");
+
+    let report = vab(&["report", run.to_str().unwrap()], tmp.path());
+    assert!(report.status.success(), "{}", text(&report.stderr));
+    let html = std::fs::read_to_string(run.join("report.html")).unwrap();
+    assert!(html.contains("isolated / rest") && html.contains("before unlearning"), "the report lacks ABL's rows");
+    let eval = vab(&["eval", run.to_str().unwrap(), "--json"], tmp.path());
+    assert!(eval.status.success(), "{}", text(&eval.stderr));
+    let metrics: serde_json::Value = serde_json::from_slice(&eval.stdout).unwrap();
+    assert_eq!((&metrics["ba"], &metrics["asr"]), (&summary["ba"], &summary["asr"]));
+
+    let matrix = tmp.path().join("m.toml");
+    std::fs::write(&matrix, "data = \"cifar-10-batches-bin\"\nconfig = \"abl.toml\"\nseeds = [0]\n[[attack]]\nname = \"badnets\"\nrate = 0.2\n[[defense]]\nname = \"abl\"\n").unwrap();
+    let bench_dir = tmp.path().join("bench");
+    let bench = vab(&["bench", matrix.to_str().unwrap(), "--out", bench_dir.to_str().unwrap()], tmp.path());
+    assert!(bench.status.success(), "{}", text(&bench.stderr));
+    let results: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(bench_dir.join("results.json")).unwrap()).unwrap();
+    assert!(results["cells"][0]["defense"] == "abl" && results["cells"][0]["recall"].is_number(), "{results}");
+}
+
 /// A run records its bundle's SHA-256: `--resume` and `vab eval` of the run refuse another file
 /// put at the bundle's path, naming both, and accept the original again.
 #[test]

@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::defenses::abl::config::AblConfig;
 use crate::defenses::vab::config::VabConfig;
 use crate::engine::batches::Augment;
 use crate::engine::schedule::Schedule;
@@ -19,6 +20,9 @@ pub struct TrainConfig {
     /// V&B's parameters; needed by `--defense vab`, ignored by `--defense none`.
     #[serde(default)]
     pub vab: Option<VabConfig>,
+    /// ABL's parameters; needed by `--defense abl` only.
+    #[serde(default)]
+    pub abl: Option<AblConfig>,
 }
 
 /// Which network.
@@ -133,8 +137,11 @@ impl TrainConfig {
         if self.data.train_subset == Some(0) {
             return Err("data.train_subset must be positive (leave it out to train on every sample)".into());
         }
-        match &self.vab {
-            Some(vab) => vab.validate(t.epochs),
+        if let Some(vab) = &self.vab {
+            vab.validate(t.epochs)?;
+        }
+        match &self.abl {
+            Some(abl) => abl.validate(),
             None => Ok(()),
         }
     }

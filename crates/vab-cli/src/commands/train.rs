@@ -7,20 +7,22 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use vab_core::config::TrainConfig;
 use vab_core::data::{EvalSets, GroundTruth, TrainingSet};
+use vab_core::defenses::abl::train::{train_abl, Outcome as AblOutcome};
 use vab_core::defenses::vab::split_check::split_warnings;
+use vab_core::detection::Detection;
 use vab_core::defenses::vab::train::train_vab;
 use vab_core::engine::run::{config_path, train_baseline, training_members, write_json};
 use vab_data::Bundle;
 
 use crate::cli::TrainArgs;
-use crate::detection_log::DetectionLog;
+use crate::detection_log::{csv_field, DetectionLog};
 use crate::progress::EpochBar;
 
 /// What a run directory records about its inputs (`run.json`), so `--resume` needs nothing else.
 #[derive(Clone, Serialize, Deserialize)]
 pub struct RunInputs {
     pub bundle: PathBuf,
-    /// `none` or `vab`.
+    /// `none`, `vab` or `abl`.
     pub defense: String,
     #[serde(default)]
     pub backend: vab_core::backend::Backend,
@@ -96,8 +98,10 @@ pub fn train_run(inputs: &RunInputs, config_text: &str, config_file: &Path, run_
     }
     let samples = config.data.train_subset.map_or(train.images.len(), |k| k.min(train.images.len()));
     eprintln!("training {:?} on {} ({samples} of {} training samples), defense {}", config.model.arch, inputs.bundle.display(), train.images.len(), inputs.defense);
-    if inputs.defense == "vab" {
-        return train_vab_run(&config, inputs, &train, &evals, &ground_truth, (&class_names, &train_files), run_dir, resume);
+    match inputs.defense.as_str() {
+        "vab" => return train_vab_run(&config, inputs, &train, &evals, &ground_truth, (&class_names, &train_files), run_dir, resume),
+        "abl" => return train_abl_run(&config, inputs, &train, &evals, &ground_truth, &train_files, run_dir, resume),
+        _ => {}
     }
     let summary = train_baseline(&config, inputs.backend, &train, &evals, run_dir, resume, &EpochBar::new())?;
     println!("{} after {} epochs in {:.0} s; run directory {}", summary.metrics.describe(), summary.epochs, summary.wall_s, run_dir.display());
@@ -144,6 +148,41 @@ fn train_vab_run(config: &TrainConfig, inputs: &RunInputs, train: &TrainingSet, 
     let detection = summary.detection.as_ref().map_or(String::new(), |d| format!("; detection {}", d.describe()));
     println!("{} after {} epochs in {:.0} s{detection}; run directory {}", summary.summary.metrics.describe(), summary.summary.epochs, summary.summary.wall_s, run_dir.display());
     Ok(())
+}
+
+/// `--defense abl`: the run, then `isolated.csv` and the summary with the isolated set scored
+/// against the poison flags. `train_files` are the bundle's training files (empty when none).
+#[allow(clippy::too_many_arguments)]
+fn train_abl_run(config: &TrainConfig, inputs: &RunInputs, train: &TrainingSet, evals: &EvalSets, truth: &GroundTruth, train_files: &[String], run_dir: &Path, resume: bool) -> anyhow::Result<()> {
+    let outcome = train_abl(config, inputs.backend, train, evals, run_dir, resume, &EpochBar::new())?;
+    let poisoned: Vec<bool> = outcome.members.iter().map(|&i| truth.poisoned[i]).collect();
+    let labels: Vec<u16> = outcome.members.iter().map(|&i| train.images.labels()[i]).collect();
+    write_isolated_csv(&run_dir.join("isolated.csv"), &outcome, &labels, &poisoned, train_files)?;
+    let summary = outcome.summary(Some(Detection::score(&outcome.isolation.flags(), &poisoned)));
+    write_json(&run_dir.join("summary.json"), &summary)?;
+    if let Some(m) = &summary.before_unlearning {
+        println!("before unlearning: {}", m.describe());
+    }
+    let detection = summary.detection.as_ref().map_or(String::new(), |d| format!("; isolated {} samples, {}", summary.isolated, d.describe()));
+    println!("{} after {} epochs in {:.0} s{detection}; run directory {}", summary.summary.metrics.describe(), summary.summary.epochs, summary.summary.wall_s, run_dir.display());
+    Ok(())
+}
+
+/// Writes `isolated.csv`: every training sample, lowest isolation loss first, with its index
+/// in the data, its file (empty when none), label, loss, whether ABL isolated it (1) and its
+/// poison flag.
+fn write_isolated_csv(path: &Path, outcome: &AblOutcome, labels: &[u16], poisoned: &[bool], files: &[String]) -> anyhow::Result<()> {
+    let isolation = &outcome.isolation;
+    let flags = isolation.flags();
+    let mut order: Vec<usize> = (0..isolation.losses.len()).collect();
+    order.sort_by(|&a, &b| isolation.losses[a].total_cmp(&isolation.losses[b]).then(a.cmp(&b)));
+    let mut out = String::from("index,file,label,loss,isolated,poisoned\n");
+    for i in order {
+        let index = outcome.members[i];
+        let file = files.get(index).map_or(String::new(), |f| csv_field(f));
+        out.push_str(&format!("{index},{file},{},{:.6},{},{}\n", labels[i], isolation.losses[i], flags[i] as u8, poisoned[i] as u8));
+    }
+    std::fs::write(path, out).with_context(|| format!("{}: cannot write", path.display()))
 }
 
 fn read(path: &Path) -> anyhow::Result<String> {

@@ -132,13 +132,17 @@ fn summary_table(s: &Value) -> String {
         ("epochs, training samples", format!("{}, {}", s["epochs"], s["train_samples"])),
         ("wall time", format!("{:.0} s", s["wall_s"].as_f64().unwrap_or(0.0))),
     ];
-    let after = &s["after_stage2"];
-    if after.is_object() {
-        rows.push(("after stage 2: BA / ASR / ASR without the trigger / RA %", format!("{} / {} / {} / {}", percent(&after["ba"]), percent(&after["asr"]), percent(&after["asr_untriggered"]), percent(&after["ra"]))));
+    // V&B's Beneficiary after stage 2; ABL's network before unlearning.
+    for (key, label) in [("after_stage2", "after stage 2: BA / ASR / ASR without the trigger / RA %"), ("before_unlearning", "before unlearning: BA / ASR / ASR without the trigger / RA %")] {
+        let m = &s[key];
+        if m.is_object() {
+            rows.push((label, format!("{} / {} / {} / {}", percent(&m["ba"]), percent(&m["asr"]), percent(&m["asr_untriggered"]), percent(&m["ra"]))));
+        }
     }
     let d = &s["detection"];
     if d.is_object() {
-        rows.push(("final split: suspicious / credible", format!("{} / {}", d["suspicious"], d["credible"])));
+        let sets = if s["defense"] == "abl" { "isolated / rest" } else { "final split: suspicious / credible" };
+        rows.push((sets, format!("{} / {}", d["suspicious"], d["credible"])));
         rows.push(("detection precision / recall / FPR %", format!("{} / {} / {}", percent(&d["precision"]), percent(&d["recall"]), percent(&d["fpr"]))));
     }
     if let Some(stages) = s["stages"].as_array() {
