@@ -131,8 +131,9 @@ pub struct TrainArgs {
     #[arg(long, value_name = "BUNDLE", requires_all = ["config", "out"])]
     pub bundle: Option<PathBuf>,
     /// Defense: `none` trains on the bundle as labelled; `vab` runs V&B (needs the
-    /// configuration's `[vab]` section); `abl` runs Anti-Backdoor Learning (its `[abl]` section).
-    #[arg(long, default_value = "none", value_parser = ["none", "vab", "abl"])]
+    /// configuration's `[vab]` section); `abl` runs Anti-Backdoor Learning (its `[abl]` section);
+    /// `fp` runs Fine-Pruning (its `[fp]` section; draws a clean reserve from the poison flags).
+    #[arg(long, default_value = "none", value_parser = ["none", "vab", "abl", "fp"])]
     pub defense: String,
     /// Training configuration (TOML; see configs/).
     #[arg(long, value_name = "FILE")]

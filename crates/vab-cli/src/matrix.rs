@@ -67,14 +67,14 @@ impl AttackRow {
     }
 }
 
-/// One defense: `none`, `vab` or `abl`, with optional overrides of the configuration's `[vab]`
+/// One defense: `none`, `vab`, `abl` or `fp`, with optional overrides of the configuration's `[vab]`
 /// section (ablation variants).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DefenseColumn {
     /// Column name in the results.
     pub name: String,
-    /// `none`, `vab` or `abl` [default: `name`].
+    /// `none`, `vab`, `abl` or `fp` [default: `name`].
     #[serde(default)]
     pub defense: Option<String>,
     /// Keys replacing those of the configuration's `[vab]` section (tables merge key by key).
@@ -149,9 +149,9 @@ impl Matrix {
         for defense in &self.defenses {
             match defense.defense() {
                 "vab" => {}
-                "none" | "abl" if defense.vab.is_empty() => {}
-                "none" | "abl" => return Err(format!("defense {:?}: `vab` overrides need defense = \"vab\"", defense.name)),
-                other => return Err(format!("defense {:?}: unknown defense {other:?}; use none, vab or abl", defense.name)),
+                "none" | "abl" | "fp" if defense.vab.is_empty() => {}
+                "none" | "abl" | "fp" => return Err(format!("defense {:?}: `vab` overrides need defense = \"vab\"", defense.name)),
+                other => return Err(format!("defense {:?}: unknown defense {other:?}; use none, vab, abl or fp", defense.name)),
             }
         }
         let mut seeds = self.seeds.clone();
@@ -214,6 +214,9 @@ pub fn cell_config(base: &str, defense: &DefenseColumn, seed: u64) -> Result<Str
     if defense.defense() == "abl" {
         let abl = config.abl.as_ref().ok_or_else(|| format!("defense {:?} runs ABL, which needs an [abl] section in the configuration (see configs/cpu-cifar10.toml)", defense.name))?;
         abl.fits(config.train.epochs).map_err(|e| format!("defense {:?}: {e}", defense.name))?;
+    }
+    if defense.defense() == "fp" && config.fp.is_none() {
+        return Err(format!("defense {:?} runs Fine-Pruning, which needs an [fp] section in the configuration (see configs/cpu-cifar10.toml)", defense.name));
     }
     Ok(text)
 }

@@ -614,6 +614,32 @@ fn abl_writes_its_isolated_set_and_runs_in_a_bench() {
     assert!(results["cells"][0]["defense"] == "abl" && results["cells"][0]["recall"].is_number(), "{results}");
 }
 
+/// `--defense fp` on tiny data: a clean reserve drawn and recorded, the pruning reported in the
+/// summary and the report.
+#[test]
+fn fine_pruning_draws_a_clean_reserve_and_reports_its_pruning() {
+    let tmp = tempfile::tempdir().unwrap();
+    tiny_cifar10(tmp.path(), 20);
+    let bundle = tiny_badnets_bundle(tmp.path(), "b.safetensors", "1");
+    let config = tmp.path().join("fp.toml");
+    std::fs::write(&config, "[model]\narch = \"small\"\n[train]\nepochs = 1\nbatch_size = 25\nlr = 0.05\n[train.optimizer]\nkind = \"sgd\"\nmomentum = 0.9\nweight_decay = 5e-4\n[train.schedule]\nkind = \"cosine\"\nmin_lr = 0.0\n[fp]\nclean_reserve = 0.1\nfinetune_epochs = 1\n").unwrap();
+    let run = tmp.path().join("run");
+    let out = vab(&["train", "--bundle", bundle.to_str().unwrap(), "--defense", "fp", "--config", config.to_str().unwrap(), "--out", run.to_str().unwrap()], tmp.path());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("clean reserve: 10 training samples"), "{}", text(&out.stderr));
+    let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
+    assert_eq!((summary["defense"].as_str(), summary["clean_reserve"].as_u64(), summary["channels"].as_u64()), (Some("fp"), Some(10), Some(256)));
+    assert!(summary["pruned_channels"].as_u64().unwrap() < 256 && summary["before_pruning"]["ba"].is_number() && summary["after_pruning"]["ba"].is_number(), "{summary}");
+    let report = vab(&["report", run.to_str().unwrap()], tmp.path());
+    assert!(report.status.success(), "{}", text(&report.stderr));
+    let html = std::fs::read_to_string(run.join("report.html")).unwrap();
+    assert!(html.contains("after pruning") && html.contains("pruned channels; clean reserve"), "the report lacks FP's rows");
+    // More reserve than clean samples: 90 of 100 with 20 poisoned.
+    std::fs::write(&config, std::fs::read_to_string(&config).unwrap().replace("clean_reserve = 0.1", "clean_reserve = 0.9")).unwrap();
+    let again = vab(&["train", "--bundle", bundle.to_str().unwrap(), "--defense", "fp", "--config", config.to_str().unwrap(), "--out", tmp.path().join("big").to_str().unwrap()], tmp.path());
+    assert_clean_error(&again, "fp.clean_reserve: a clean reserve of 0.9 of 100 training samples is 90 samples, but 80 are clean");
+}
+
 /// A run records its bundle's SHA-256: `--resume` and `vab eval` of the run refuse another file
 /// put at the bundle's path, naming both, and accept the original again.
 #[test]

@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::defenses::abl::config::AblConfig;
+use crate::defenses::fine_pruning::config::FpConfig;
 use crate::defenses::vab::config::VabConfig;
 use crate::engine::batches::Augment;
 use crate::engine::schedule::Schedule;
@@ -23,6 +24,9 @@ pub struct TrainConfig {
     /// ABL's parameters; needed by `--defense abl` only.
     #[serde(default)]
     pub abl: Option<AblConfig>,
+    /// Fine-Pruning's parameters; needed by `--defense fp` only.
+    #[serde(default)]
+    pub fp: Option<FpConfig>,
 }
 
 /// Which network.
@@ -140,8 +144,11 @@ impl TrainConfig {
         if let Some(vab) = &self.vab {
             vab.validate(t.epochs)?;
         }
-        match &self.abl {
-            Some(abl) => abl.validate(),
+        if let Some(abl) = &self.abl {
+            abl.validate()?;
+        }
+        match &self.fp {
+            Some(fp) => fp.validate(),
             None => Ok(()),
         }
     }

@@ -8,6 +8,8 @@ use sha2::{Digest, Sha256};
 use vab_core::config::TrainConfig;
 use vab_core::data::{EvalSets, GroundTruth, TrainingSet};
 use vab_core::defenses::abl::train::{train_abl, Outcome as AblOutcome};
+use vab_core::defenses::clean_reserve;
+use vab_core::defenses::fine_pruning::train::train_fp;
 use vab_core::defenses::vab::split_check::split_warnings;
 use vab_core::detection::Detection;
 use vab_core::defenses::vab::train::train_vab;
@@ -22,7 +24,7 @@ use crate::progress::EpochBar;
 #[derive(Clone, Serialize, Deserialize)]
 pub struct RunInputs {
     pub bundle: PathBuf,
-    /// `none`, `vab` or `abl`.
+    /// `none`, `vab`, `abl` or `fp`.
     pub defense: String,
     #[serde(default)]
     pub backend: vab_core::backend::Backend,
@@ -101,6 +103,7 @@ pub fn train_run(inputs: &RunInputs, config_text: &str, config_file: &Path, run_
     match inputs.defense.as_str() {
         "vab" => return train_vab_run(&config, inputs, &train, &evals, &ground_truth, (&class_names, &train_files), run_dir, resume),
         "abl" => return train_abl_run(&config, inputs, &train, &evals, &ground_truth, &train_files, run_dir, resume),
+        "fp" => return train_fp_run(&config, inputs, &train, &evals, &ground_truth, run_dir, resume),
         _ => {}
     }
     let summary = train_baseline(&config, inputs.backend, &train, &evals, run_dir, resume, &EpochBar::new())?;
@@ -165,6 +168,27 @@ fn train_abl_run(config: &TrainConfig, inputs: &RunInputs, train: &TrainingSet, 
     }
     let detection = summary.detection.as_ref().map_or(String::new(), |d| format!("; isolated {} samples, {}", summary.isolated, d.describe()));
     println!("{} after {} epochs in {:.0} s{detection}; run directory {}", summary.summary.metrics.describe(), summary.summary.epochs, summary.summary.wall_s, run_dir.display());
+    Ok(())
+}
+
+/// `--defense fp`: the clean reserve drawn from the poison flags (Fine-Pruning's extra
+/// assumption), the run, and its summary.
+#[allow(clippy::too_many_arguments)]
+fn train_fp_run(config: &TrainConfig, inputs: &RunInputs, train: &TrainingSet, evals: &EvalSets, truth: &GroundTruth, run_dir: &Path, resume: bool) -> anyhow::Result<()> {
+    let fp = config.fp.as_ref().context("--defense fp needs an [fp] section in the configuration (see configs/cpu-cifar10.toml)")?;
+    let members = training_members(config, train.images.len());
+    let poisoned: Vec<bool> = members.iter().map(|&i| truth.poisoned[i]).collect();
+    let reserve = clean_reserve::draw(&poisoned, fp.clean_reserve, config.train.seed).map_err(|e| anyhow::anyhow!("fp.clean_reserve: {e}"))?;
+    eprintln!("clean reserve: {} training samples the bundle marks clean, with their labels (Fine-Pruning's assumption)", reserve.len());
+    let outcome = train_fp(config, inputs.backend, train, evals, &reserve, run_dir, resume, &EpochBar::new())?;
+    let summary = outcome.summary(reserve.len());
+    write_json(&run_dir.join("summary.json"), &summary)?;
+    for (when, metrics) in [("before pruning", &summary.before_pruning), ("after pruning", &summary.after_pruning)] {
+        if let Some(m) = metrics {
+            println!("{when}: {}", m.describe());
+        }
+    }
+    println!("{} after {} epochs in {:.0} s; pruned {} of {} channels; run directory {}", summary.summary.metrics.describe(), summary.summary.epochs, summary.summary.wall_s, summary.pruned_channels, summary.channels, run_dir.display());
     Ok(())
 }
 

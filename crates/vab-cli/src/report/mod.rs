@@ -132,12 +132,15 @@ fn summary_table(s: &Value) -> String {
         ("epochs, training samples", format!("{}, {}", s["epochs"], s["train_samples"])),
         ("wall time", format!("{:.0} s", s["wall_s"].as_f64().unwrap_or(0.0))),
     ];
-    // V&B's Beneficiary after stage 2; ABL's network before unlearning.
-    for (key, label) in [("after_stage2", "after stage 2: BA / ASR / ASR without the trigger / RA %"), ("before_unlearning", "before unlearning: BA / ASR / ASR without the trigger / RA %")] {
+    // V&B's Beneficiary after stage 2; ABL's network before unlearning; FP's around pruning.
+    for (key, label) in [("after_stage2", "after stage 2: BA / ASR / ASR without the trigger / RA %"), ("before_unlearning", "before unlearning: BA / ASR / ASR without the trigger / RA %"), ("before_pruning", "before pruning: BA / ASR / ASR without the trigger / RA %"), ("after_pruning", "after pruning: BA / ASR / ASR without the trigger / RA %")] {
         let m = &s[key];
         if m.is_object() {
             rows.push((label, format!("{} / {} / {} / {}", percent(&m["ba"]), percent(&m["asr"]), percent(&m["asr_untriggered"]), percent(&m["ra"]))));
         }
+    }
+    if let (Some(pruned), Some(channels)) = (s["pruned_channels"].as_u64(), s["channels"].as_u64()) {
+        rows.push(("pruned channels; clean reserve", format!("{pruned} of {channels}; {} samples", s["clean_reserve"])));
     }
     let d = &s["detection"];
     if d.is_object() {

@@ -20,7 +20,7 @@ use super::eval::{evaluate, Metrics};
 use super::export::{export_pytorch, ModelCard};
 use super::optim;
 use super::progress::TrainProgress;
-use super::step::{train_pass, Objective};
+use super::step::{train_pass, train_step};
 use crate::backend::Backend;
 use crate::config::TrainConfig;
 use crate::data::{EvalSets, TrainingSet};
@@ -143,7 +143,7 @@ pub fn train_baseline(config: &TrainConfig, backend: Backend, train: &TrainingSe
         let epoch_start = Instant::now();
         let batches = epoch_batches(train.images.clone(), &members, config.train.batch_size, Views::one(augment, norm.clone()), config.train.seed, epoch);
         let loss;
-        (model, loss) = train_pass(model, &mut optim, batches, train.num_classes, lr, Objective::Descent, &device, config.train.allow_nan, &format!("epoch {}", epoch + 1), progress)?;
+        (model, loss) = train_pass(model, batches, config.train.allow_nan, &format!("epoch {}", epoch + 1), progress, |m, b| train_step(m, &mut optim, b, train.num_classes, lr, &device))?;
         let img_s = members.len() as f64 / epoch_start.elapsed().as_secs_f64();
         rates.push(img_s);
         let due = (epoch + 1) % config.data.eval_every == 0 || epoch + 1 == epochs;

@@ -57,16 +57,16 @@ pub fn objective_step(model: Network, optim: &mut ModuleOptimizer, batch: Batch,
     (optim.step(lr, model, grads), value)
 }
 
-/// Trains `model` with hard labels towards `objective` on every batch of `batches` at rate
-/// `lr`, telling `progress` of each; returns the model and the mean cross-entropy per sample. A non-finite loss stops
-/// it ([`check_loss`], unless `allow_nan`) with an error naming `pass` (e.g. "epoch 3") and the step.
-#[allow(clippy::too_many_arguments)]
-pub fn train_pass(mut model: Network, optim: &mut ModuleOptimizer, batches: Receiver<Batch>, num_classes: usize, lr: f64, objective: Objective, device: &Device, allow_nan: bool, pass: &str, progress: &dyn TrainProgress) -> Result<(Network, f64)> {
+/// Runs `step` (e.g. [`objective_step`] with its optimiser and rate) on every batch of
+/// `batches`, telling `progress` of each; returns the model and the mean loss per sample. A
+/// non-finite loss stops it ([`check_loss`], unless `allow_nan`) with an error naming `pass`
+/// (e.g. "epoch 3") and the step.
+pub fn train_pass(mut model: Network, batches: Receiver<Batch>, allow_nan: bool, pass: &str, progress: &dyn TrainProgress, mut step: impl FnMut(Network, Batch) -> (Network, f32)) -> Result<(Network, f64)> {
     let (mut loss_sum, mut samples) = (0.0, 0usize);
-    for (step, batch) in batches.iter().enumerate() {
+    for (index, batch) in batches.iter().enumerate() {
         let b = batch.labels.len();
-        let (next, loss) = objective_step(model, optim, batch, num_classes, lr, device, objective);
-        check_loss(loss, allow_nan, || format!("{pass}, step {}", step + 1))?;
+        let (next, loss) = step(model, batch);
+        check_loss(loss, allow_nan, || format!("{pass}, step {}", index + 1))?;
         model = next;
         loss_sum += loss as f64 * b as f64;
         samples += b;

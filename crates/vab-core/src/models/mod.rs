@@ -10,7 +10,8 @@ mod resnet;
 mod small;
 
 use burn::module::{Module, ModuleVisitor, Param};
-use burn::tensor::{Device, Tensor};
+use burn::nn::Linear;
+use burn::tensor::{Device, Tensor, TensorData};
 
 pub use resnet::{ResNet18, Variant};
 pub use small::SmallNet;
@@ -76,6 +77,16 @@ impl Network {
         }
     }
 
+    /// The network with the inputs `channels` of its final linear layer cut (their weights set
+    /// to 0): the pooled feature channels Fine-Pruning removes. Other weights are unchanged; a
+    /// training step moves the cut weights again, so a pruned network is cut after each step.
+    pub fn without_head_inputs(self, channels: &[usize]) -> Self {
+        match self {
+            Network::ResNet18(net) => Network::ResNet18(net.map_fc(|fc| zero_inputs(fc, channels))),
+            Network::Small(net) => Network::Small(net.map_fc(|fc| zero_inputs(fc, channels))),
+        }
+    }
+
     /// Logits, [batch, classes].
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
         self.head(self.features(x))
@@ -94,6 +105,22 @@ impl ModuleVisitor for Initialise {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
         let _ = param.val();
     }
+}
+
+/// `fc` with the rows of `inputs` in its [inputs, outputs] weight set to 0, the parameter still
+/// a leaf that trains if it did.
+fn zero_inputs(mut fc: Linear, inputs: &[usize]) -> Linear {
+    let [d_in, _] = fc.weight.dims();
+    let mut keep = vec![1f32; d_in];
+    for &i in inputs {
+        keep[i] = 0.0;
+    }
+    fc.weight = fc.weight.map(|w| {
+        let trains = w.is_require_grad();
+        let mask: Tensor<2> = Tensor::from_data(TensorData::new(keep, [d_in, 1]), &w.device());
+        (w * mask).detach().set_require_grad(trains)
+    });
+    fc
 }
 
 /// Mean over the spatial dimensions: [b, c, h, w] → [b, c].

@@ -77,6 +77,12 @@ impl SmallNet {
         x
     }
 
+    /// The network with its final linear layer replaced by `f(fc)`.
+    pub fn map_fc(mut self, f: impl FnOnce(Linear) -> Linear) -> Self {
+        self.fc = f(self.fc);
+        self
+    }
+
     /// Logits from feature maps.
     pub fn head(&self, features: Tensor<4>) -> Tensor<2> {
         self.fc.forward(super::global_average_pool(features))

@@ -32,7 +32,7 @@ use crate::config::TrainConfig;
 use crate::engine::batches::{epoch_batches, Views};
 use crate::engine::eval::logits;
 use crate::engine::optim;
-use crate::engine::step::{train_pass, Objective};
+use crate::engine::step::{train_pass, train_step};
 use crate::error::Result;
 use crate::models::Network;
 
@@ -156,7 +156,7 @@ pub fn check_labels(ctx: &Context, config: &TrainConfig, split: &Split) -> Resul
         let batches = epoch_batches(images.clone(), &split.credible, train.batch_size, Views::one(train.augment, ctx.norm.clone()), ctx.seed ^ STREAM, epoch);
         let lr = train.schedule.lr(train.lr, epoch, train.epochs);
         let loss;
-        (model, loss) = train_pass(model, &mut optim, batches, classes, lr, Objective::Descent, &ctx.device, ctx.allow_nan, &pass, ctx.progress)?;
+        (model, loss) = train_pass(model, batches, ctx.allow_nan, &pass, ctx.progress, |m, b| train_step(m, &mut optim, b, classes, lr, &ctx.device))?;
         ctx.progress.finish(&format!("{pass}: loss {loss:.4}"));
     }
     let suspicious = Arc::new(images.select(&split.suspicious));

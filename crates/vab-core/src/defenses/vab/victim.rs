@@ -29,7 +29,7 @@ use crate::config::OptimizerConfig;
 use crate::engine::batches::{epoch_batches, epoch_order, plain_batches, Normalization, Views};
 use crate::engine::eval::{evaluate, logits};
 use crate::engine::optim;
-use crate::engine::step::{train_pass, Objective};
+use crate::engine::step::{train_pass, train_step};
 use crate::error::Result;
 use crate::models::Network;
 
@@ -142,7 +142,7 @@ impl Victim {
         let batches = epoch_batches(ctx.train.images.clone(), members, self.params.batch_size, Views::one(self.params.augment, ctx.norm.clone()), ctx.seed ^ STREAM, self.state.epochs);
         let pass = format!("victim epoch {}", self.state.epochs);
         let loss;
-        (self.model, loss) = train_pass(self.model.clone(), &mut self.optim, batches, ctx.train.num_classes, self.params.lr, Objective::Descent, &ctx.device, ctx.allow_nan, &pass, ctx.progress)?;
+        (self.model, loss) = train_pass(self.model.clone(), batches, ctx.allow_nan, &pass, ctx.progress, |m, b| train_step(m, &mut self.optim, b, ctx.train.num_classes, self.params.lr, &ctx.device))?;
         let metrics = ctx.victim_eval.as_ref().map(|sample| evaluate(&self.model.valid(), sample, &ctx.norm, ctx.eval_batch_size, &ctx.inference));
         let scores = metrics.as_ref().map_or(String::new(), |m| format!("; on the test sample {}", m.describe()));
         ctx.progress.finish(&format!("{label}: loss {loss:.4}{scores}"));

@@ -1,0 +1,138 @@
+//! Whole runs of the comparison defenses on the synthetic poisoned set of `toy`: their phases
+//! run in order with their epochs recorded, what they isolate or prune is what the
+//! configuration asks, and a run killed mid-way resumes to the same model. Their quality is
+//! measured on real CIFAR-10 (bench/results/table1-cpu.md).
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use vab_core::backend::Backend;
+use vab_core::config::TrainConfig;
+use std::sync::Mutex;
+
+use vab_core::defenses::abl::train::{train_abl, Outcome};
+use vab_core::defenses::clean_reserve;
+use vab_core::defenses::fine_pruning::train::{train_fp, Outcome as FpOutcome};
+use vab_core::engine::progress::{Silent, TrainProgress};
+
+mod toy;
+
+const CONFIG: &str = r#"
+[model]
+arch = "small"
+[train]
+epochs = 4
+batch_size = 32
+lr = 0.05
+seed = 3
+[train.augment]
+crop_padding = 0
+flip = false
+[train.optimizer]
+kind = "sgd"
+momentum = 0.9
+weight_decay = 5e-4
+[train.schedule]
+kind = "cosine"
+min_lr = 0.0
+[data]
+eval_batch_size = 200
+eval_every = 3
+[abl]
+isolation_epochs = 2
+isolation_ratio = 0.1
+unlearning_epochs = 2
+unlearning_batch_size = 16
+"#;
+
+/// Runs one at a time: the device's random generator is shared by the whole process.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn run_with(dir: &std::path::Path, resume: bool, progress: &dyn TrainProgress) -> vab_core::Result<Outcome> {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let config = TrainConfig::from_toml(CONFIG).unwrap();
+    let (train, evals, _) = toy::data(true);
+    train_abl(&config, Backend::Flex, &train, &evals, dir, resume, progress)
+}
+
+/// Panics when the pass named `.0` starts, as a kill would stop the process.
+struct KillAt(&'static str);
+
+impl TrainProgress for KillAt {
+    fn start(&self, label: &str, _: usize, _: usize) {
+        if label == self.0 {
+            panic!("simulated kill");
+        }
+    }
+    fn batch(&self, _: usize, _: f32) {}
+    fn finish(&self, _: &str) {}
+}
+
+#[test]
+fn the_phases_run_in_order_and_a_killed_run_resumes_exactly() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let outcome = run_with(a.path(), false, &Silent).unwrap();
+    eprintln!("synthetic ABL run: {:?}", outcome.summary.metrics);
+    assert_eq!((outcome.summary.epochs, outcome.summary.train_samples), (6, 800));
+    // ⌊0.1 · 800⌋ isolated, lowest loss first.
+    let isolation = &outcome.isolation;
+    assert_eq!(isolation.isolated.len(), 80);
+    assert!(isolation.isolated.windows(2).all(|w| isolation.losses[w[0]] <= isolation.losses[w[1]]));
+    let highest_isolated = isolation.losses[*isolation.isolated.last().unwrap()];
+    assert!(isolation.rest().iter().all(|&i| isolation.losses[i] >= highest_isolated));
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(a.path().join("metrics.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let phases: Vec<&str> = lines.iter().map(|l| l["phase"].as_str().unwrap()).collect();
+    assert_eq!(phases, ["isolation", "isolation", "training", "training", "unlearning", "unlearning"]);
+    assert_eq!(lines.iter().map(|l| l["epoch"].as_u64().unwrap()).collect::<Vec<_>>(), [1, 2, 3, 4, 5, 6]);
+    // Unlearning runs at its own rate; the last epoch of every phase is evaluated.
+    assert_eq!(lines[4]["lr"].as_f64(), Some(5e-4));
+    assert!([1, 3, 5].iter().all(|&i| lines[i]["ba"].is_number()), "{lines:?}");
+    assert_eq!(outcome.before_unlearning.as_ref().map(|m| m.ba), lines[3]["ba"].as_f64());
+    assert!(a.path().join("model.safetensors").is_file());
+
+    let killed = catch_unwind(AssertUnwindSafe(|| run_with(b.path(), false, &KillAt("training 2/2"))));
+    assert!(killed.is_err(), "the simulated kill should stop the run");
+    let resumed = run_with(b.path(), true, &Silent).unwrap();
+    assert_eq!(resumed.isolation, outcome.isolation);
+    assert_eq!((&resumed.summary.metrics, &resumed.before_unlearning), (&outcome.summary.metrics, &outcome.before_unlearning));
+    let file = |d: &tempfile::TempDir, name: &str| std::fs::read(d.path().join(name)).unwrap();
+    assert_eq!(file(&a, "model.safetensors"), file(&b, "model.safetensors"), "the resumed model differs");
+}
+
+fn fp_run_with(dir: &std::path::Path, resume: bool, progress: &dyn TrainProgress) -> vab_core::Result<(FpOutcome, Vec<usize>, Vec<bool>)> {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let config = TrainConfig::from_toml(&CONFIG.replace("[abl]", "[fp]\nfinetune_epochs = 2\n[abl]")).unwrap();
+    let (train, evals, poisoned) = toy::data(true);
+    let reserve = clean_reserve::draw(&poisoned, 0.05, 3).unwrap();
+    let outcome = train_fp(&config, Backend::Flex, &train, &evals, &reserve, dir, resume, progress)?;
+    Ok((outcome, reserve, poisoned))
+}
+
+#[test]
+fn fine_pruning_prunes_within_its_accuracy_bound_and_a_killed_run_resumes_exactly() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (outcome, reserve, poisoned) = fp_run_with(a.path(), false, &Silent).unwrap();
+    assert!(reserve.len() == 40 && reserve.iter().all(|&i| !poisoned[i]));
+    let pruning = &outcome.pruning;
+    eprintln!("synthetic FP run: cut {} of {} channels, sweep {:?}, {:?}", pruning.pruned, pruning.order.len(), pruning.sweep, outcome.summary.metrics);
+    // The small network's 256 channels, 3 per step (⌈0.01 · 256⌉); every step kept is within
+    // 10 % of the unpruned reserve accuracy, and the sweep stopped at the first that was not.
+    assert_eq!(pruning.order.len(), 256);
+    let unpruned = pruning.sweep[0].1;
+    let kept: Vec<&(usize, f64)> = pruning.sweep.iter().filter(|s| s.0 <= pruning.pruned).collect();
+    assert!(kept.iter().all(|s| s.0 % 3 == 0 && (unpruned - s.1) / unpruned < 0.1), "{:?}", pruning.sweep);
+    let last = pruning.sweep.last().unwrap();
+    assert!(last.0 == pruning.pruned || (unpruned - last.1) / unpruned >= 0.1, "{:?}", pruning.sweep);
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(a.path().join("metrics.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let phases: Vec<&str> = lines.iter().map(|l| l["phase"].as_str().unwrap()).collect();
+    assert_eq!(phases, ["training", "training", "training", "training", "fine_tuning", "fine_tuning"]);
+    assert_eq!(outcome.before_pruning.as_ref().map(|m| m.ba), lines[3]["ba"].as_f64());
+    assert!(outcome.after_pruning.is_some());
+
+    let killed = catch_unwind(AssertUnwindSafe(|| fp_run_with(b.path(), false, &KillAt("fine_tuning 2/2"))));
+    assert!(killed.is_err(), "the simulated kill should stop the run");
+    let (resumed, _, _) = fp_run_with(b.path(), true, &Silent).unwrap();
+    assert_eq!(resumed.pruning, outcome.pruning);
+    assert_eq!((&resumed.summary.metrics, &resumed.after_pruning), (&outcome.summary.metrics, &outcome.after_pruning));
+    let file = |d: &tempfile::TempDir, name: &str| std::fs::read(d.path().join(name)).unwrap();
+    assert_eq!(file(&a, "model.safetensors"), file(&b, "model.safetensors"), "the resumed model differs");
+}
