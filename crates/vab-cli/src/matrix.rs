@@ -221,6 +221,22 @@ pub fn cell_config(base: &str, defense: &DefenseColumn, seed: u64) -> Result<Str
     Ok(text)
 }
 
+/// The configuration sections that belong to one defense each.
+const DEFENSE_SECTIONS: [&str; 3] = ["vab", "abl", "fp"];
+
+/// Whether a cell of `defense` recorded with the configuration `recorded` runs as `wanted`
+/// does: equal but for the sections of other defenses, so adding or changing `[abl]` in the
+/// preset leaves the finished no-defense and V&B cells valid.
+pub fn same_run(defense: &str, recorded: &str, wanted: &str) -> bool {
+    let relevant = |text: &str| {
+        toml::from_str::<toml::Table>(text).ok().map(|mut table| {
+            table.retain(|key, _| key == defense || !DEFENSE_SECTIONS.contains(&key));
+            table
+        })
+    };
+    matches!((relevant(recorded), relevant(wanted)), (Some(a), Some(b)) if a == b)
+}
+
 /// Overwrites `into`'s keys with `from`'s, descending into tables present in both.
 fn merge(into: &mut toml::Table, from: &toml::Table) {
     for (key, value) in from {
@@ -252,6 +268,18 @@ mod tests {
         [[attack]]\nname = \"badnets\"\n[[attack]]\nname = \"plain\"\nattack = \"clean\"\n\
         [[attack]]\nname = \"cl16\"\nattack = \"cl\"\nparams = { surrogate = \"c.toml\" }\n\
         [[defense]]\nname = \"none\"\n[[defense]]\nname = \"vab-mixup\"\ndefense = \"vab\"\nvab = { mix = \"mixup\", ablation = { suppress_credible = false } }\n";
+
+    #[test]
+    fn a_cell_ignores_the_sections_of_other_defenses() {
+        let base = "[train]\nepochs = 4\n[vab]\nviews = 1\n[abl]\ngamma = 0.5\n";
+        let abl_changed = base.replace("gamma = 0.5", "gamma = 0.4");
+        assert!(same_run("none", base, &abl_changed) && same_run("vab", base, &abl_changed));
+        assert!(!same_run("abl", base, &abl_changed));
+        assert!(same_run("none", base, &format!("{base}[fp]\n")), "a new section of another defense");
+        assert!(!same_run("vab", base, &base.replace("views = 1", "views = 2")));
+        assert!(!same_run("none", base, &base.replace("epochs = 4", "epochs = 5")));
+        assert!(!same_run("none", "not toml [", base));
+    }
 
     #[test]
     fn cells_cover_attacks_defenses_and_seeds_in_order() {

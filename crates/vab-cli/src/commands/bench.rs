@@ -12,7 +12,7 @@ use vab_data::{Bundle, Dataset};
 use super::poison::poison_with;
 use super::train::{train_run, RunInputs};
 use crate::cli::{BenchArgs, BenchCommand, LoadArgs};
-use crate::matrix::{cell_config, AttackRow, Matrix};
+use crate::matrix::{cell_config, same_run, AttackRow, Matrix};
 use crate::results::{self, CellResult};
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
@@ -46,7 +46,8 @@ fn run_matrix(path: &Path, out: &Path, load: &LoadArgs, backend: Backend) -> any
         let label = format!("cell {}/{}: {} × {}, seed {}", i + 1, cells.len(), cell.attack.name, cell.defense.name, cell.seed);
         let config_file = dir.join("config.toml");
         let started = dir.join("checkpoint").exists() || dir.join("summary.json").exists();
-        if started && std::fs::read_to_string(&config_file).ok().as_deref() != Some(&config) {
+        let recorded = std::fs::read_to_string(&config_file).unwrap_or_default();
+        if started && !same_run(cell.defense.defense(), &recorded, &config) {
             bail!("{}: this cell was run with another configuration; delete it (or use another --out) to run it again", dir.display());
         }
         if dir.join("summary.json").exists() {
