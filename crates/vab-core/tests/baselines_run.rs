@@ -14,57 +14,22 @@ use vab_core::defenses::clean_reserve;
 use vab_core::defenses::fine_pruning::train::{train_fp, Outcome as FpOutcome};
 use vab_core::engine::progress::{Silent, TrainProgress};
 
-mod toy;
+mod common;
+use common::{KillAt, DEFENSE_BASE};
 
-const CONFIG: &str = r#"
-[model]
-arch = "small"
-[train]
-epochs = 4
-batch_size = 32
-lr = 0.05
-seed = 3
-[train.augment]
-crop_padding = 0
-flip = false
-[train.optimizer]
-kind = "sgd"
-momentum = 0.9
-weight_decay = 5e-4
-[train.schedule]
-kind = "cosine"
-min_lr = 0.0
-[data]
-eval_batch_size = 200
-eval_every = 3
-[abl]
-isolation_epochs = 2
-isolation_ratio = 0.1
-unlearning_epochs = 2
-unlearning_batch_size = 16
-"#;
+/// The shared base, evaluating every 3 epochs (so the phases' ends show), with ABL's section.
+fn config() -> String {
+    DEFENSE_BASE.replace("eval_every = 2", "eval_every = 3") + "[abl]\nisolation_epochs = 2\nisolation_ratio = 0.1\nunlearning_epochs = 2\nunlearning_batch_size = 16\n"
+}
 
 /// Runs one at a time: the device's random generator is shared by the whole process.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 fn run_with(dir: &std::path::Path, resume: bool, progress: &dyn TrainProgress) -> vab_core::Result<Outcome> {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let config = TrainConfig::from_toml(CONFIG).unwrap();
-    let (train, evals, _) = toy::data(true);
+    let config = TrainConfig::from_toml(&config()).unwrap();
+    let (train, evals, _) = common::data(true);
     train_abl(&config, Backend::Flex, &train, &evals, dir, resume, progress)
-}
-
-/// Panics when the pass named `.0` starts, as a kill would stop the process.
-struct KillAt(&'static str);
-
-impl TrainProgress for KillAt {
-    fn start(&self, label: &str, _: usize, _: usize) {
-        if label == self.0 {
-            panic!("simulated kill");
-        }
-    }
-    fn batch(&self, _: usize, _: f32) {}
-    fn finish(&self, _: &str) {}
 }
 
 #[test]
@@ -89,7 +54,7 @@ fn the_phases_run_in_order_and_a_killed_run_resumes_exactly() {
     assert_eq!(outcome.before_unlearning.as_ref().map(|m| m.ba), lines[3]["ba"].as_f64());
     assert!(a.path().join("model.safetensors").is_file());
 
-    let killed = catch_unwind(AssertUnwindSafe(|| run_with(b.path(), false, &KillAt("training 2/2"))));
+    let killed = catch_unwind(AssertUnwindSafe(|| run_with(b.path(), false, &KillAt::new(3))));
     assert!(killed.is_err(), "the simulated kill should stop the run");
     let resumed = run_with(b.path(), true, &Silent).unwrap();
     assert_eq!(resumed.isolation, outcome.isolation);
@@ -100,8 +65,8 @@ fn the_phases_run_in_order_and_a_killed_run_resumes_exactly() {
 
 fn fp_run_with(dir: &std::path::Path, resume: bool, progress: &dyn TrainProgress) -> vab_core::Result<(FpOutcome, Vec<usize>, Vec<bool>)> {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let config = TrainConfig::from_toml(&CONFIG.replace("[abl]", "[fp]\nfinetune_epochs = 2\n[abl]")).unwrap();
-    let (train, evals, poisoned) = toy::data(true);
+    let config = TrainConfig::from_toml(&(config() + "[fp]\nfinetune_epochs = 2\n")).unwrap();
+    let (train, evals, poisoned) = common::data(true);
     let reserve = clean_reserve::draw(&poisoned, 0.05, 3).unwrap();
     let outcome = train_fp(&config, Backend::Flex, &train, &evals, &reserve, dir, resume, progress)?;
     Ok((outcome, reserve, poisoned))
@@ -128,7 +93,7 @@ fn fine_pruning_prunes_within_its_accuracy_bound_and_a_killed_run_resumes_exactl
     assert_eq!(outcome.before_pruning.as_ref().map(|m| m.ba), lines[3]["ba"].as_f64());
     assert!(outcome.after_pruning.is_some());
 
-    let killed = catch_unwind(AssertUnwindSafe(|| fp_run_with(b.path(), false, &KillAt("fine_tuning 2/2"))));
+    let killed = catch_unwind(AssertUnwindSafe(|| fp_run_with(b.path(), false, &KillAt::new(5))));
     assert!(killed.is_err(), "the simulated kill should stop the run");
     let (resumed, _, _) = fp_run_with(b.path(), true, &Silent).unwrap();
     assert_eq!(resumed.pruning, outcome.pruning);

@@ -14,31 +14,12 @@ use vab_core::defenses::vab::Unobserved;
 use vab_core::detection::Detection;
 use vab_core::engine::progress::{Silent, TrainProgress};
 
-mod toy;
-use toy::data;
+mod common;
+use common::{data, DEFENSE_BASE};
 
-const CONFIG: &str = r#"
-[model]
-arch = "small"
-[train]
-epochs = 4
-batch_size = 32
-lr = 0.05
-seed = 3
-[train.augment]
-crop_padding = 0
-flip = false
-[train.optimizer]
-kind = "sgd"
-momentum = 0.9
-weight_decay = 5e-4
-[train.schedule]
-kind = "cosine"
-min_lr = 0.0
-[data]
-eval_batch_size = 200
-eval_every = 2
-[vab]
+/// The shared base with V&B's section.
+fn config() -> String {
+    format!("{DEFENSE_BASE}{}", r#"[vab]
 stage2_epochs = 2
 refresh_every = 1
 views = 2
@@ -47,7 +28,8 @@ lr = 1e-3
 weight_decay = 5e-4
 batch_size = 32
 augment = { crop_padding = 0, flip = false }
-"#;
+"#)
+}
 
 /// Runs one at a time: the device's random generator is shared by the whole process, so two
 /// runs on parallel test threads would interleave their draws.
@@ -81,7 +63,7 @@ impl TrainProgress for KillAtBeneficiaryEpoch3 {
 #[test]
 fn a_poisoned_run_finishes_with_every_output_and_a_killed_run_resumes_exactly() {
     let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let (outcome, poisoned) = run(CONFIG, true, a.path());
+    let (outcome, poisoned) = run(&config(), true, a.path());
     let detection = Detection::score(&outcome.split.suspicious_flags(), &poisoned);
     eprintln!("synthetic run: {:?}, detection {}", outcome.summary, detection.describe());
     assert_eq!(outcome.split.suspicious.len() + outcome.split.credible.len(), 800);
@@ -94,9 +76,9 @@ fn a_poisoned_run_finishes_with_every_output_and_a_killed_run_resumes_exactly() 
     assert_eq!(metrics.matches("\"event\":\"refresh\"").count(), 3 + 4);
     assert_eq!(metrics.matches("\"event\":\"beneficiary\"").count(), 4);
     assert!(a.path().join("model.safetensors").is_file() && a.path().join("victim.safetensors").is_file());
-    let killed = catch_unwind(AssertUnwindSafe(|| run_with(CONFIG, true, b.path(), false, &KillAtBeneficiaryEpoch3)));
+    let killed = catch_unwind(AssertUnwindSafe(|| run_with(&config(), true, b.path(), false, &KillAtBeneficiaryEpoch3)));
     assert!(killed.is_err(), "the simulated kill should stop the run");
-    let (resumed, _) = run_with(CONFIG, true, b.path(), true, &Silent).unwrap();
+    let (resumed, _) = run_with(&config(), true, b.path(), true, &Silent).unwrap();
     assert!(resumed.split == outcome.split, "the resumed run ends with another split");
     assert_eq!((&resumed.summary.metrics, &resumed.after_stage2), (&outcome.summary.metrics, &outcome.after_stage2));
     let file = |d: &tempfile::TempDir, name: &str| std::fs::read(d.path().join(name)).unwrap();
@@ -121,7 +103,7 @@ fn a_single_suspicious_sample_and_clean_data_do_not_break_stage_3() {
     // t_f = 0 after warm-up: only the lowest-entropy sample is suspicious; its unlabelled batch
     // of one is cycled through every iteration.
     let dir = tempfile::tempdir().unwrap();
-    let config = CONFIG.replace("views = 2", "views = 1\nwarmup = { kind = \"steps\", step = 1.0, end = 0.0 }");
+    let config = config().replace("views = 2", "views = 1\nwarmup = { kind = \"steps\", step = 1.0, end = 0.0 }");
     let (outcome, _) = run(&config, false, dir.path());
     eprintln!("t_f 0: {} suspicious", outcome.split.suspicious.len());
     assert!(outcome.split.suspicious.len() < 80, "{}", outcome.split.suspicious.len());
@@ -133,7 +115,7 @@ fn a_single_suspicious_sample_and_clean_data_do_not_break_stage_3() {
 #[test]
 fn automatic_warm_up_ends_with_a_threshold_from_the_mixture() {
     let dir = tempfile::tempdir().unwrap();
-    let config = CONFIG.replace("views = 2", "views = 1\nwarmup = { kind = \"auto\", max_epochs = 3 }");
+    let config = config().replace("views = 2", "views = 1\nwarmup = { kind = \"auto\", max_epochs = 3 }");
     let (outcome, _) = run(&config, true, dir.path());
     eprintln!("auto warm-up: t_f {:.3}, {} suspicious", outcome.split.t_f, outcome.split.suspicious.len());
     assert!(outcome.split.t_f > 0.0 && outcome.split.t_f < 1.0, "t_f {}", outcome.split.t_f);
@@ -144,7 +126,7 @@ fn automatic_warm_up_ends_with_a_threshold_from_the_mixture() {
 
 #[test]
 fn batch_split_splits_as_batch_and_suppresses_credible_labels_with_eval_mode_logits() {
-    let with = |norm: &str| CONFIG.replace("views = 2", "views = 1") + &format!("entropy_norm = \"{norm}\"\n");
+    let with = |norm: &str| config().replace("views = 2", "views = 1") + &format!("entropy_norm = \"{norm}\"\n");
     let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let (batch, _) = run(&with("batch"), true, a.path());
     let (batch_split, _) = run(&with("batch_split"), true, b.path());
@@ -163,7 +145,7 @@ fn batch_split_splits_as_batch_and_suppresses_credible_labels_with_eval_mode_log
 /// killed run resumes exactly. The narrowing itself is tested in `label_check.rs`.
 #[test]
 fn the_label_check_rejects_the_poisoned_label_and_a_killed_run_resumes_exactly() {
-    let config = CONFIG.replace("views = 2", "views = 1\nwarmup = { kind = \"steps\", step = 1.0, end = 0.05 }\nlabel_check = { epochs = 20 }");
+    let config = config().replace("views = 2", "views = 1\nwarmup = { kind = \"steps\", step = 1.0, end = 0.05 }\nlabel_check = { epochs = 20 }");
     let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let (outcome, _) = run(&config, true, a.path());
     let metrics = std::fs::read_to_string(a.path().join("metrics.jsonl")).unwrap();
