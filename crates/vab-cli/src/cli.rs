@@ -133,7 +133,8 @@ pub struct TrainArgs {
     /// Defense: `none` trains on the bundle as labelled; `vab` runs V&B (needs the
     /// configuration's `[vab]` section); `abl` runs Anti-Backdoor Learning (its `[abl]` section);
     /// `fp` runs Fine-Pruning (its `[fp]` section; draws a clean reserve from the poison flags).
-    #[arg(long, default_value = "none", value_parser = ["none", "vab", "abl", "fp"])]
+    /// `nad` runs Neural Attention Distillation (its `[nad]` section; draws a clean reserve).
+    #[arg(long, default_value = "none", value_parser = ["none", "vab", "abl", "fp", "nad"])]
     pub defense: String,
     /// Training configuration (TOML; see configs/).
     #[arg(long, value_name = "FILE")]

@@ -633,11 +633,41 @@ fn fine_pruning_draws_a_clean_reserve_and_reports_its_pruning() {
     let report = vab(&["report", run.to_str().unwrap()], tmp.path());
     assert!(report.status.success(), "{}", text(&report.stderr));
     let html = std::fs::read_to_string(run.join("report.html")).unwrap();
-    assert!(html.contains("after pruning") && html.contains("pruned channels; clean reserve"), "the report lacks FP's rows");
+    assert!(html.contains("after pruning") && html.contains("pruned channels") && html.contains("clean reserve"), "the report lacks FP's rows");
     // More reserve than clean samples: 90 of 100 with 20 poisoned.
     std::fs::write(&config, std::fs::read_to_string(&config).unwrap().replace("clean_reserve = 0.1", "clean_reserve = 0.9")).unwrap();
     let again = vab(&["train", "--bundle", bundle.to_str().unwrap(), "--defense", "fp", "--config", config.to_str().unwrap(), "--out", tmp.path().join("big").to_str().unwrap()], tmp.path());
     assert_clean_error(&again, "fp.clean_reserve: a clean reserve of 0.9 of 100 training samples is 90 samples, but 80 are clean");
+}
+
+/// `--defense nad` on tiny data: a clean reserve, the teacher's and the backdoored network's
+/// metrics in the summary and the report, and a bench column.
+#[test]
+fn nad_draws_a_clean_reserve_and_reports_its_teacher() {
+    let tmp = tempfile::tempdir().unwrap();
+    tiny_cifar10(tmp.path(), 20);
+    let bundle = tiny_badnets_bundle(tmp.path(), "b.safetensors", "1");
+    let config = tmp.path().join("nad.toml");
+    std::fs::write(&config, "[model]\narch = \"small\"\n[train]\nepochs = 1\nbatch_size = 25\nlr = 0.05\n[train.optimizer]\nkind = \"sgd\"\nmomentum = 0.9\nweight_decay = 5e-4\n[train.schedule]\nkind = \"cosine\"\nmin_lr = 0.0\n[nad]\nclean_reserve = 0.1\nteacher_epochs = 1\nepochs = 1\nbatch_size = 5\n").unwrap();
+    let run = tmp.path().join("run");
+    let out = vab(&["train", "--bundle", bundle.to_str().unwrap(), "--defense", "nad", "--config", config.to_str().unwrap(), "--out", run.to_str().unwrap()], tmp.path());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("clean reserve: 10 training samples"), "{}", text(&out.stderr));
+    let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
+    assert_eq!((summary["defense"].as_str(), summary["clean_reserve"].as_u64(), summary["epochs"].as_u64()), (Some("nad"), Some(10), Some(3)));
+    assert!(summary["before_distillation"]["ba"].is_number() && summary["teacher"]["ba"].is_number(), "{summary}");
+    let report = vab(&["report", run.to_str().unwrap()], tmp.path());
+    assert!(report.status.success(), "{}", text(&report.stderr));
+    let html = std::fs::read_to_string(run.join("report.html")).unwrap();
+    assert!(html.contains("before distillation") && html.contains("NAD's teacher"), "the report lacks NAD's rows");
+
+    let matrix = tmp.path().join("m.toml");
+    std::fs::write(&matrix, "data = \"cifar-10-batches-bin\"\nconfig = \"nad.toml\"\nseeds = [0]\n[[attack]]\nname = \"badnets\"\nrate = 0.2\n[[defense]]\nname = \"nad\"\n").unwrap();
+    let bench_dir = tmp.path().join("bench");
+    let bench = vab(&["bench", matrix.to_str().unwrap(), "--out", bench_dir.to_str().unwrap()], tmp.path());
+    assert!(bench.status.success(), "{}", text(&bench.stderr));
+    let results: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(bench_dir.join("results.json")).unwrap()).unwrap();
+    assert!(results["cells"][0]["defense"] == "nad" && results["cells"][0]["ba"].is_number(), "{results}");
 }
 
 /// A run records its bundle's SHA-256: `--resume` and `vab eval` of the run refuse another file

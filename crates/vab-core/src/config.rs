@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::defenses::abl::config::AblConfig;
 use crate::defenses::fine_pruning::config::FpConfig;
+use crate::defenses::nad::config::NadConfig;
 use crate::defenses::vab::config::VabConfig;
 use crate::engine::batches::Augment;
 use crate::engine::schedule::Schedule;
@@ -27,6 +28,9 @@ pub struct TrainConfig {
     /// Fine-Pruning's parameters; needed by `--defense fp` only.
     #[serde(default)]
     pub fp: Option<FpConfig>,
+    /// NAD's parameters; needed by `--defense nad` only.
+    #[serde(default)]
+    pub nad: Option<NadConfig>,
 }
 
 /// Which network.
@@ -137,7 +141,7 @@ impl TrainConfig {
             return Err(format!("train.lr must be a positive number, got {}", t.lr));
         }
         self.train.optimizer.validate("train.optimizer")?;
-        self.train.schedule.validate()?;
+        self.train.schedule.validate("train.schedule")?;
         if self.data.train_subset == Some(0) {
             return Err("data.train_subset must be positive (leave it out to train on every sample)".into());
         }
@@ -147,8 +151,11 @@ impl TrainConfig {
         if let Some(abl) = &self.abl {
             abl.validate()?;
         }
-        match &self.fp {
-            Some(fp) => fp.validate(),
+        if let Some(fp) = &self.fp {
+            fp.validate()?;
+        }
+        match &self.nad {
+            Some(nad) => nad.validate(),
             None => Ok(()),
         }
     }

@@ -12,6 +12,7 @@ use std::sync::Mutex;
 use vab_core::defenses::abl::train::{train_abl, Outcome};
 use vab_core::defenses::clean_reserve;
 use vab_core::defenses::fine_pruning::train::{train_fp, Outcome as FpOutcome};
+use vab_core::defenses::nad::train::{train_nad, Outcome as NadOutcome};
 use vab_core::engine::progress::{Silent, TrainProgress};
 
 mod common;
@@ -59,6 +60,42 @@ fn the_phases_run_in_order_and_a_killed_run_resumes_exactly() {
     let resumed = run_with(b.path(), true, &Silent).unwrap();
     assert_eq!(resumed.isolation, outcome.isolation);
     assert_eq!((&resumed.summary.metrics, &resumed.before_unlearning), (&outcome.summary.metrics, &outcome.before_unlearning));
+    let file = |d: &tempfile::TempDir, name: &str| std::fs::read(d.path().join(name)).unwrap();
+    assert_eq!(file(&a, "model.safetensors"), file(&b, "model.safetensors"), "the resumed model differs");
+}
+
+/// A NAD run; `reserve_of` draws its clean reserve from the poison flags.
+fn nad_run_with(dir: &std::path::Path, resume: bool, progress: &dyn TrainProgress) -> vab_core::Result<NadOutcome> {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let config = TrainConfig::from_toml(&(config() + "[nad]\nteacher_epochs = 2\nepochs = 2\nbatch_size = 16\n")).unwrap();
+    let (train, evals, poisoned) = common::data(true);
+    let reserve = clean_reserve::draw(&poisoned, 0.05, 3).unwrap();
+    train_nad(&config, Backend::Flex, &train, &evals, &reserve, dir, resume, progress)
+}
+
+#[test]
+fn nad_trains_a_teacher_then_distils_and_a_run_killed_in_either_resumes_exactly() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let outcome = nad_run_with(a.path(), false, &Silent).unwrap();
+    eprintln!("synthetic NAD run: before {:?}, teacher {:?}, after {:?}", outcome.before_distillation, outcome.teacher, outcome.summary.metrics);
+    assert_eq!(outcome.summary.epochs, 8);
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(a.path().join("metrics.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let phases: Vec<&str> = lines.iter().map(|l| l["phase"].as_str().unwrap()).collect();
+    assert_eq!(phases, ["training", "training", "training", "training", "teacher", "teacher", "distillation", "distillation"]);
+    // Both reserve phases at nad.lr on the official schedule: 0.1 for 2 epochs.
+    assert!(lines[4..].iter().all(|l| l["lr"].as_f64() == Some(0.1)), "{lines:?}");
+    assert_eq!(outcome.before_distillation.as_ref().map(|m| m.ba), lines[3]["ba"].as_f64());
+    assert_eq!(outcome.teacher.as_ref().map(|m| m.ba), lines[5]["ba"].as_f64());
+    assert_eq!(outcome.summary.metrics.ba, lines[7]["ba"].as_f64().unwrap());
+
+    // Killed in the teacher's second epoch, then in the distillation's second: each resume
+    // restores the frozen network of its phase (the backdoored one, then the teacher).
+    for (kill, resume) in [(5, false), (2, true)] {
+        let killed = catch_unwind(AssertUnwindSafe(|| nad_run_with(b.path(), resume, &KillAt::new(kill))));
+        assert!(killed.is_err(), "the simulated kill should stop the run");
+    }
+    let resumed = nad_run_with(b.path(), true, &Silent).unwrap();
+    assert_eq!((&resumed.summary.metrics, &resumed.teacher, &resumed.before_distillation), (&outcome.summary.metrics, &outcome.teacher, &outcome.before_distillation));
     let file = |d: &tempfile::TempDir, name: &str| std::fs::read(d.path().join(name)).unwrap();
     assert_eq!(file(&a, "model.safetensors"), file(&b, "model.safetensors"), "the resumed model differs");
 }

@@ -10,6 +10,7 @@ use vab_core::data::{EvalSets, GroundTruth, TrainingSet};
 use vab_core::defenses::abl::train::{train_abl, Outcome as AblOutcome};
 use vab_core::defenses::clean_reserve;
 use vab_core::defenses::fine_pruning::train::train_fp;
+use vab_core::defenses::nad::train::train_nad;
 use vab_core::defenses::vab::split_check::split_warnings;
 use vab_core::detection::Detection;
 use vab_core::defenses::vab::train::train_vab;
@@ -24,7 +25,7 @@ use crate::progress::EpochBar;
 #[derive(Clone, Serialize, Deserialize)]
 pub struct RunInputs {
     pub bundle: PathBuf,
-    /// `none`, `vab`, `abl` or `fp`.
+    /// `none`, `vab`, `abl`, `fp` or `nad`.
     pub defense: String,
     #[serde(default)]
     pub backend: vab_core::backend::Backend,
@@ -104,6 +105,7 @@ pub fn train_run(inputs: &RunInputs, config_text: &str, config_file: &Path, run_
         "vab" => return train_vab_run(&config, inputs, &train, &evals, &ground_truth, (&class_names, &train_files), run_dir, resume),
         "abl" => return train_abl_run(&config, inputs, &train, &evals, &ground_truth, &train_files, run_dir, resume),
         "fp" => return train_fp_run(&config, inputs, &train, &evals, &ground_truth, run_dir, resume),
+        "nad" => return train_nad_run(&config, inputs, &train, &evals, &ground_truth, run_dir, resume),
         _ => {}
     }
     let summary = train_baseline(&config, inputs.backend, &train, &evals, run_dir, resume, &EpochBar::new())?;
@@ -171,15 +173,22 @@ fn train_abl_run(config: &TrainConfig, inputs: &RunInputs, train: &TrainingSet, 
     Ok(())
 }
 
-/// `--defense fp`: the clean reserve drawn from the poison flags (Fine-Pruning's extra
-/// assumption), the run, and its summary.
+/// The clean reserve of a post-training defense, `share` (the key `key`) of the training
+/// samples drawn from those the bundle marks clean: the defense's extra assumption, so it is
+/// printed.
+fn draw_reserve(config: &TrainConfig, train: &TrainingSet, truth: &GroundTruth, share: f64, key: &str) -> anyhow::Result<Vec<usize>> {
+    let members = training_members(config, train.images.len());
+    let poisoned: Vec<bool> = members.iter().map(|&i| truth.poisoned[i]).collect();
+    let reserve = clean_reserve::draw(&poisoned, share, config.train.seed).map_err(|e| anyhow::anyhow!("{key}: {e}"))?;
+    eprintln!("clean reserve: {} training samples the bundle marks clean, with their labels (the defense's assumption)", reserve.len());
+    Ok(reserve)
+}
+
+/// `--defense fp`: the clean reserve, the run, and its summary.
 #[allow(clippy::too_many_arguments)]
 fn train_fp_run(config: &TrainConfig, inputs: &RunInputs, train: &TrainingSet, evals: &EvalSets, truth: &GroundTruth, run_dir: &Path, resume: bool) -> anyhow::Result<()> {
     let fp = config.fp.as_ref().context("--defense fp needs an [fp] section in the configuration (see configs/cpu-cifar10.toml)")?;
-    let members = training_members(config, train.images.len());
-    let poisoned: Vec<bool> = members.iter().map(|&i| truth.poisoned[i]).collect();
-    let reserve = clean_reserve::draw(&poisoned, fp.clean_reserve, config.train.seed).map_err(|e| anyhow::anyhow!("fp.clean_reserve: {e}"))?;
-    eprintln!("clean reserve: {} training samples the bundle marks clean, with their labels (Fine-Pruning's assumption)", reserve.len());
+    let reserve = draw_reserve(config, train, truth, fp.clean_reserve, "fp.clean_reserve")?;
     let outcome = train_fp(config, inputs.backend, train, evals, &reserve, run_dir, resume, &EpochBar::new())?;
     let summary = outcome.summary(reserve.len());
     write_json(&run_dir.join("summary.json"), &summary)?;
@@ -189,6 +198,23 @@ fn train_fp_run(config: &TrainConfig, inputs: &RunInputs, train: &TrainingSet, e
         }
     }
     println!("{} after {} epochs in {:.0} s; pruned {} of {} channels; run directory {}", summary.summary.metrics.describe(), summary.summary.epochs, summary.summary.wall_s, summary.pruned_channels, summary.channels, run_dir.display());
+    Ok(())
+}
+
+/// `--defense nad`: the clean reserve, the run, and its summary.
+#[allow(clippy::too_many_arguments)]
+fn train_nad_run(config: &TrainConfig, inputs: &RunInputs, train: &TrainingSet, evals: &EvalSets, truth: &GroundTruth, run_dir: &Path, resume: bool) -> anyhow::Result<()> {
+    let nad = config.nad.as_ref().context("--defense nad needs a [nad] section in the configuration (see configs/cpu-cifar10.toml)")?;
+    let reserve = draw_reserve(config, train, truth, nad.clean_reserve, "nad.clean_reserve")?;
+    let outcome = train_nad(config, inputs.backend, train, evals, &reserve, run_dir, resume, &EpochBar::new())?;
+    let summary = outcome.summary(reserve.len());
+    write_json(&run_dir.join("summary.json"), &summary)?;
+    for (when, metrics) in [("before distillation", &summary.before_distillation), ("teacher", &summary.teacher)] {
+        if let Some(m) = metrics {
+            println!("{when}: {}", m.describe());
+        }
+    }
+    println!("{} after {} epochs in {:.0} s; run directory {}", summary.summary.metrics.describe(), summary.summary.epochs, summary.summary.wall_s, run_dir.display());
     Ok(())
 }
 

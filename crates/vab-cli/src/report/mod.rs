@@ -127,37 +127,42 @@ fn run_body(dir: &Path, images: bool) -> anyhow::Result<String> {
 
 fn summary_table(s: &Value) -> String {
     let mut rows = vec![
-        ("defense", s["defense"].as_str().unwrap_or("?").to_string()),
-        ("BA / ASR / ASR without the trigger / RA %", format!("{} / {} / {} / {}", percent(&s["ba"]), percent(&s["asr"]), percent(&s["asr_untriggered"]), percent(&s["ra"]))),
-        ("epochs, training samples", format!("{}, {}", s["epochs"], s["train_samples"])),
-        ("wall time", format!("{:.0} s", s["wall_s"].as_f64().unwrap_or(0.0))),
+        ("defense".to_string(), s["defense"].as_str().unwrap_or("?").to_string()),
+        ("BA / ASR / ASR without the trigger / RA %".to_string(), format!("{} / {} / {} / {}", percent(&s["ba"]), percent(&s["asr"]), percent(&s["asr_untriggered"]), percent(&s["ra"]))),
+        ("epochs, training samples".to_string(), format!("{}, {}", s["epochs"], s["train_samples"])),
+        ("wall time".to_string(), format!("{:.0} s", s["wall_s"].as_f64().unwrap_or(0.0))),
     ];
-    // V&B's Beneficiary after stage 2; ABL's network before unlearning; FP's around pruning.
-    for (key, label) in [("after_stage2", "after stage 2: BA / ASR / ASR without the trigger / RA %"), ("before_unlearning", "before unlearning: BA / ASR / ASR without the trigger / RA %"), ("before_pruning", "before pruning: BA / ASR / ASR without the trigger / RA %"), ("after_pruning", "after pruning: BA / ASR / ASR without the trigger / RA %")] {
+    // V&B's Beneficiary after stage 2; ABL's network before unlearning; FP's around pruning;
+    // NAD's network before distillation and its teacher.
+    let stages = [("after_stage2", "after stage 2"), ("before_unlearning", "before unlearning"), ("before_pruning", "before pruning"), ("after_pruning", "after pruning"), ("before_distillation", "before distillation"), ("teacher", "NAD's teacher")];
+    for (key, when) in stages {
         let m = &s[key];
         if m.is_object() {
-            rows.push((label, format!("{} / {} / {} / {}", percent(&m["ba"]), percent(&m["asr"]), percent(&m["asr_untriggered"]), percent(&m["ra"]))));
+            rows.push((format!("{when}: BA / ASR / ASR without the trigger / RA %"), format!("{} / {} / {} / {}", percent(&m["ba"]), percent(&m["asr"]), percent(&m["asr_untriggered"]), percent(&m["ra"]))));
         }
     }
     if let (Some(pruned), Some(channels)) = (s["pruned_channels"].as_u64(), s["channels"].as_u64()) {
-        rows.push(("pruned channels; clean reserve", format!("{pruned} of {channels}; {} samples", s["clean_reserve"])));
+        rows.push(("pruned channels".into(), format!("{pruned} of {channels}")));
+    }
+    if let Some(reserve) = s["clean_reserve"].as_u64() {
+        rows.push(("clean reserve (known clean, with labels)".into(), format!("{reserve} samples")));
     }
     let d = &s["detection"];
     if d.is_object() {
         let sets = if s["defense"] == "abl" { "isolated / rest" } else { "final split: suspicious / credible" };
-        rows.push((sets, format!("{} / {}", d["suspicious"], d["credible"])));
-        rows.push(("detection precision / recall / FPR %", format!("{} / {} / {}", percent(&d["precision"]), percent(&d["recall"]), percent(&d["fpr"]))));
+        rows.push((sets.to_string(), format!("{} / {}", d["suspicious"], d["credible"])));
+        rows.push(("detection precision / recall / FPR %".to_string(), format!("{} / {} / {}", percent(&d["precision"]), percent(&d["recall"]), percent(&d["fpr"]))));
     }
     if let Some(stages) = s["stages"].as_array() {
         let times: Vec<String> = stages.iter().map(|t| format!("{} {:.0} s", t["stage"].as_str().unwrap_or("?"), t["wall_s"].as_f64().unwrap_or(0.0))).collect();
-        rows.push(("stage wall times", times.join(", ")));
+        rows.push(("stage wall times".to_string(), times.join(", ")));
     }
     for warning in s["warnings"].as_array().into_iter().flatten() {
-        rows.push(("warning: the split may have failed", warning.as_str().unwrap_or("?").to_string()));
+        rows.push(("warning: the split may have failed".to_string(), warning.as_str().unwrap_or("?").to_string()));
     }
     let mut out = String::from("<table>");
     for (k, v) in rows {
-        let _ = write!(out, "<tr><th>{}</th><td>{}</td></tr>", escape(k), escape(&v));
+        let _ = write!(out, "<tr><th>{}</th><td>{}</td></tr>", escape(&k), escape(&v));
     }
     out + "</table>"
 }

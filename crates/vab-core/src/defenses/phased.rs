@@ -1,7 +1,8 @@
 //! The run loop the comparison defenses share: one network trained epoch by epoch in named
 //! phases, each epoch as the defense plans it (samples, augmentation, rate, batch size, step),
 //! evaluated at the end of every phase and every `data.eval_every` epochs, checkpointed after
-//! every epoch with the defense's own state, and resumable to the same end.
+//! every epoch with the defense's own state (and a second, frozen network where the defense keeps
+//! one), and resumable to the same end.
 //!
 //! Run directory: `config.toml`, `metrics.jsonl` (one line per epoch, tagged by `phase`),
 //! `checkpoint/`, `model.safetensors`; the caller adds `summary.json`.
@@ -60,6 +61,9 @@ struct Saved<S> {
     last: Option<Metrics>,
     rates: Vec<f64>,
     wall_s: f64,
+    /// Whether the checkpoint holds [`PhasedRun::frozen`].
+    #[serde(default)]
+    frozen: bool,
 }
 
 /// A run in progress.
@@ -76,6 +80,9 @@ pub struct PhasedRun<'a> {
     pub inference: Device,
     pub model: Network,
     pub optim: ModuleOptimizer,
+    /// A network the defense keeps beside the one it trains, on the inference device and never
+    /// trained (NAD's teacher); checkpointed with the run.
+    pub frozen: Option<Network>,
     /// Epochs finished, over all sessions of the run.
     pub epochs_done: usize,
     pub progress: &'a dyn TrainProgress,
@@ -99,12 +106,19 @@ impl<'a> PhasedRun<'a> {
         let members = training_members(config, train.images.len());
         let norm = Normalization::of(&train.images);
         let set = TrainingSet { images: Arc::new(train.images.select(&members)), num_classes: train.num_classes };
-        let mut model = Network::new(config.model.arch, set.images.shape().channels, set.num_classes, &device);
+        let network = |device: &Device| Network::new(config.model.arch, set.images.shape().channels, set.num_classes, device);
+        let mut model = network(&device);
         let mut optim = optim::build(&config.train.optimizer);
+        let mut frozen = None;
         let metrics = run.join("metrics.jsonl");
         let saved: Option<Saved<S>> = if resume {
-            let (mut parts, saved): (_, Saved<S>) = checkpoint::load(run, vec![("model", model, optim)])?.ok_or_else(|| CoreError::file(run.join("checkpoint"), "no checkpoint to resume from"))?;
-            (model, optim) = parts.remove(0);
+            let reader = checkpoint::Reader::open(run).ok_or_else(|| CoreError::file(run.join("checkpoint"), "no checkpoint to resume from"))?;
+            let saved: Saved<S> = reader.state()?;
+            model = reader.network("model", model)?;
+            optim = reader.optimizer("model", optim)?;
+            if saved.frozen {
+                frozen = Some(reader.network("frozen", network(&inference))?);
+            }
             keep_lines(&metrics, saved.epochs_done)?;
             Some(saved)
         } else {
@@ -115,7 +129,7 @@ impl<'a> PhasedRun<'a> {
             Some(s) => (s.epochs_done, s.wall_s, s.last, s.rates, Some(s.defense)),
             None => (0, 0.0, None, Vec::new(), None),
         };
-        let phased = Self { config, set, members, norm, device, inference, model, optim, epochs_done, progress, evals, run: run.to_path_buf(), start, wall_before, last, rates };
+        let phased = Self { config, set, members, norm, device, inference, model, optim, frozen, epochs_done, progress, evals, run: run.to_path_buf(), start, wall_before, last, rates };
         Ok((phased, defense))
     }
 
@@ -153,10 +167,16 @@ impl<'a> PhasedRun<'a> {
         evaluate(&self.model.valid(), self.evals, &self.norm, self.config.data.eval_batch_size, &self.inference)
     }
 
-    /// Checkpoints the network, its optimiser, the run's progress and the defense's `state`.
+    /// Checkpoints the network, its optimiser, the frozen network if any, the run's progress and
+    /// the defense's `state`.
     pub fn save<S: Serialize>(&self, state: &S) -> Result<()> {
-        let saved = Saved { epochs_done: self.epochs_done, defense: state, last: self.last.clone(), rates: self.rates.clone(), wall_s: self.wall_s() };
-        checkpoint::save(&self.run, &[("model", &self.model, &self.optim)], &saved)
+        let saved = Saved { epochs_done: self.epochs_done, defense: state, last: self.last.clone(), rates: self.rates.clone(), wall_s: self.wall_s(), frozen: self.frozen.is_some() };
+        let writer = checkpoint::Writer::new(&self.run)?;
+        writer.network("model", &self.model, Some(&self.optim))?;
+        if let Some(frozen) = &self.frozen {
+            writer.network("frozen", frozen, None)?;
+        }
+        writer.commit(&saved)
     }
 
     /// Exports the network to `model.safetensors`; the summary of the run, as `defense`.

@@ -14,11 +14,12 @@ pub enum Schedule {
 }
 
 impl Schedule {
-    /// A finite, positive `gamma`; a finite, non-negative `min_lr`.
-    pub fn validate(&self) -> Result<(), String> {
+    /// A finite, positive `gamma`; a finite, non-negative `min_lr`. `key` names the schedule in
+    /// the error (e.g. `train.schedule`).
+    pub fn validate(&self, key: &str) -> Result<(), String> {
         match *self {
-            Schedule::Multistep { gamma, .. } if !(gamma.is_finite() && gamma > 0.0) => Err(format!("train.schedule.gamma must be a positive number, got {gamma}")),
-            Schedule::Cosine { min_lr } if !(min_lr.is_finite() && min_lr >= 0.0) => Err(format!("train.schedule.min_lr must be a non-negative number, got {min_lr}")),
+            Schedule::Multistep { gamma, .. } if !(gamma.is_finite() && gamma > 0.0) => Err(format!("{key}.gamma must be a positive number, got {gamma}")),
+            Schedule::Cosine { min_lr } if !(min_lr.is_finite() && min_lr >= 0.0) => Err(format!("{key}.min_lr must be a non-negative number, got {min_lr}")),
             _ => Ok(()),
         }
     }

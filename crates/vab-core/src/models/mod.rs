@@ -63,9 +63,15 @@ impl Network {
 
     /// Final feature maps, [batch, channels, h, w].
     pub fn features(&self, x: Tensor<4>) -> Tensor<4> {
+        self.features_tapped(x, &mut |_| {})
+    }
+
+    /// [`Network::features`], with `tap` shown the output of every stage, first to last (four
+    /// in both architectures; the last is the final feature maps). NAD distils their attention.
+    pub fn features_tapped(&self, x: Tensor<4>, tap: &mut dyn FnMut(&Tensor<4>)) -> Tensor<4> {
         match self {
-            Network::ResNet18(net) => net.features(x),
-            Network::Small(net) => net.features(x),
+            Network::ResNet18(net) => net.features_tapped(x, tap),
+            Network::Small(net) => net.features_tapped(x, tap),
         }
     }
 

@@ -155,8 +155,9 @@ impl ResNet18 {
     }
 
     /// Final feature maps, [batch, 512, h, w] (4×4 for 32 px inputs): the output of the last
-    /// residual stage (after its ReLU in the post-activation variants).
-    pub fn features(&self, x: Tensor<4>) -> Tensor<4> {
+    /// residual stage (after its ReLU in the post-activation variants), with `tap` shown the
+    /// output of each of the four stages, first to last.
+    pub fn features_tapped(&self, x: Tensor<4>, tap: &mut dyn FnMut(&Tensor<4>)) -> Tensor<4> {
         let mut x = conv2d(&self.conv1, x);
         if let Some(bn) = &self.bn1 {
             x = relu(batch_norm(bn, x));
@@ -164,8 +165,11 @@ impl ResNet18 {
         if let Some(pool) = &self.maxpool {
             x = pool.forward(x);
         }
-        for block in self.layer1.iter().chain(&self.layer2).chain(&self.layer3).chain(&self.layer4) {
-            x = block.forward(x);
+        for layer in [&self.layer1, &self.layer2, &self.layer3, &self.layer4] {
+            for block in layer {
+                x = block.forward(x);
+            }
+            tap(&x);
         }
         x
     }

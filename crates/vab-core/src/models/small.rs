@@ -65,11 +65,13 @@ impl SmallNet {
         }
     }
 
-    /// Final feature maps, [batch, 8w, H/8, W/8].
-    pub fn features(&self, x: Tensor<4>) -> Tensor<4> {
+    /// Final feature maps, [batch, 8w, H/8, W/8], with `tap` shown each stage's output (before
+    /// its max-pool), first to last.
+    pub fn features_tapped(&self, x: Tensor<4>, tap: &mut dyn FnMut(&Tensor<4>)) -> Tensor<4> {
         let mut x = x;
         for (i, stage) in self.stages.iter().enumerate() {
             x = stage.forward(x);
+            tap(&x);
             if i + 1 < self.stages.len() {
                 x = max_pool2d(&self.pool, x);
             }
