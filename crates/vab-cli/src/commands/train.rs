@@ -13,6 +13,7 @@ use vab_core::defenses::fine_pruning::train::train_fp;
 use vab_core::defenses::nad::train::train_nad;
 use vab_core::defenses::vab::split_check::split_warnings;
 use vab_core::detection::Detection;
+use vab_core::engine::eval::Metrics;
 use vab_core::defenses::vab::train::train_vab;
 use vab_core::engine::run::{config_path, train_baseline, training_members, write_json};
 use vab_data::Bundle;
@@ -165,9 +166,7 @@ fn train_abl_run(config: &TrainConfig, inputs: &RunInputs, train: &TrainingSet, 
     write_isolated_csv(&run_dir.join("isolated.csv"), &outcome, &labels, &poisoned, train_files)?;
     let summary = outcome.summary(Some(Detection::score(&outcome.isolation.flags(), &poisoned)));
     write_json(&run_dir.join("summary.json"), &summary)?;
-    if let Some(m) = &summary.before_unlearning {
-        println!("before unlearning: {}", m.describe());
-    }
+    print_stages(&[("before unlearning", &summary.before_unlearning)]);
     let detection = summary.detection.as_ref().map_or(String::new(), |d| format!("; isolated {} samples, {}", summary.isolated, d.describe()));
     println!("{} after {} epochs in {:.0} s{detection}; run directory {}", summary.summary.metrics.describe(), summary.summary.epochs, summary.summary.wall_s, run_dir.display());
     Ok(())
@@ -192,11 +191,7 @@ fn train_fp_run(config: &TrainConfig, inputs: &RunInputs, train: &TrainingSet, e
     let outcome = train_fp(config, inputs.backend, train, evals, &reserve, run_dir, resume, &EpochBar::new())?;
     let summary = outcome.summary(reserve.len());
     write_json(&run_dir.join("summary.json"), &summary)?;
-    for (when, metrics) in [("before pruning", &summary.before_pruning), ("after pruning", &summary.after_pruning)] {
-        if let Some(m) = metrics {
-            println!("{when}: {}", m.describe());
-        }
-    }
+    print_stages(&[("before pruning", &summary.before_pruning), ("after pruning", &summary.after_pruning)]);
     println!("{} after {} epochs in {:.0} s; pruned {} of {} channels; run directory {}", summary.summary.metrics.describe(), summary.summary.epochs, summary.summary.wall_s, summary.pruned_channels, summary.channels, run_dir.display());
     Ok(())
 }
@@ -209,13 +204,18 @@ fn train_nad_run(config: &TrainConfig, inputs: &RunInputs, train: &TrainingSet, 
     let outcome = train_nad(config, inputs.backend, train, evals, &reserve, run_dir, resume, &EpochBar::new())?;
     let summary = outcome.summary(reserve.len());
     write_json(&run_dir.join("summary.json"), &summary)?;
-    for (when, metrics) in [("before distillation", &summary.before_distillation), ("teacher", &summary.teacher)] {
+    print_stages(&[("before distillation", &summary.before_distillation), ("teacher", &summary.teacher)]);
+    println!("{} after {} epochs in {:.0} s; run directory {}", summary.summary.metrics.describe(), summary.summary.epochs, summary.summary.wall_s, run_dir.display());
+    Ok(())
+}
+
+/// Prints the metrics a defense recorded part-way (`when`: e.g. "before pruning"), those it has.
+fn print_stages(stages: &[(&str, &Option<Metrics>)]) {
+    for (when, metrics) in stages {
         if let Some(m) = metrics {
             println!("{when}: {}", m.describe());
         }
     }
-    println!("{} after {} epochs in {:.0} s; run directory {}", summary.summary.metrics.describe(), summary.summary.epochs, summary.summary.wall_s, run_dir.display());
-    Ok(())
 }
 
 /// Writes `isolated.csv`: every training sample, lowest isolation loss first, with its index

@@ -45,6 +45,15 @@ pub struct Plan {
     pub batch_size: usize,
 }
 
+impl Plan {
+    /// Epoch `epoch` of `[train]` on every one of `samples` training samples, as no defense
+    /// trains it (the first phase of the post-training defenses).
+    pub fn no_defense(config: &TrainConfig, epoch: usize, samples: usize) -> Self {
+        let t = &config.train;
+        Plan { phase: "training", phase_epoch: epoch, phase_epochs: t.epochs, samples: (0..samples).collect(), augment: t.augment, lr: t.schedule.lr(t.lr, epoch, t.epochs), batch_size: t.batch_size }
+    }
+}
+
 /// One line of `metrics.jsonl`: the epoch (numbered over the whole run) and its phase.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PhaseRecord {

@@ -85,7 +85,7 @@ pub fn train_fp(config: &TrainConfig, backend: Backend, train: &TrainingSet, eva
     let reserve_set = phased.set.images.select(reserve);
     let training_epochs = config.train.epochs;
     let epochs = training_epochs + fp.finetune_epochs;
-    let everyone: Vec<usize> = (0..phased.set.images.len()).collect();
+    let samples = phased.set.images.len();
     let (classes, device) = (phased.set.num_classes, phased.device.clone());
     let cosine = Schedule::Cosine { min_lr: 0.0 };
     while phased.epochs_done < epochs || (state.pruning.is_none() && phased.epochs_done == training_epochs) {
@@ -102,7 +102,7 @@ pub fn train_fp(config: &TrainConfig, backend: Backend, train: &TrainingSet, eva
             continue;
         }
         let (plan, cut) = match &state.pruning {
-            None => (Plan { phase: "training", phase_epoch: epoch, phase_epochs: training_epochs, samples: everyone.clone(), augment: config.train.augment, lr: config.train.schedule.lr(config.train.lr, epoch, training_epochs), batch_size: config.train.batch_size }, Vec::new()),
+            None => (Plan::no_defense(config, epoch, samples), Vec::new()),
             Some(pruning) => {
                 let e = epoch - training_epochs;
                 let batch_size = fp.finetune_batch_size.unwrap_or(config.train.batch_size);

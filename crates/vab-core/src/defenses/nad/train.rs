@@ -68,7 +68,7 @@ pub fn train_nad(config: &TrainConfig, backend: Backend, train: &TrainingSet, ev
     let training = config.train.epochs;
     let teacher_end = training + nad.teacher_epochs;
     let epochs = teacher_end + nad.epochs;
-    let everyone: Vec<usize> = (0..phased.set.images.len()).collect();
+    let samples = phased.set.images.len();
     let (classes, device, inference) = (phased.set.num_classes, phased.device.clone(), phased.inference.clone());
     loop {
         let epoch = phased.epochs_done;
@@ -97,7 +97,7 @@ pub fn train_nad(config: &TrainConfig, backend: Backend, train: &TrainingSet, ev
             let distillation = Distillation { teacher: &teacher, betas: nad.betas, power: nad.power };
             phased.epoch(&plan, |m, optim, b| distillation_step(m, optim, b, classes, plan.lr, &device, &inference, distillation))?;
         } else if epoch < training {
-            let plan = Plan { phase: "training", phase_epoch: epoch, phase_epochs: training, samples: everyone.clone(), augment: config.train.augment, lr: config.train.schedule.lr(config.train.lr, epoch, training), batch_size: config.train.batch_size };
+            let plan = Plan::no_defense(config, epoch, samples);
             let metrics = phased.epoch(&plan, |m, optim, b| train_step(m, optim, b, classes, plan.lr, &device))?;
             if epoch + 1 == training {
                 state.before_distillation = metrics;
