@@ -134,7 +134,8 @@ pub struct TrainArgs {
     /// configuration's `[vab]` section); `abl` runs Anti-Backdoor Learning (its `[abl]` section);
     /// `fp` runs Fine-Pruning (its `[fp]` section; draws a clean reserve from the poison flags).
     /// `nad` runs Neural Attention Distillation (its `[nad]` section; draws a clean reserve).
-    #[arg(long, default_value = "none", value_parser = ["none", "vab", "abl", "fp", "nad"])]
+    /// `dbd` runs Backdoor Defense via Decoupling (its `[dbd]` section).
+    #[arg(long, default_value = "none", value_parser = ["none", "vab", "abl", "fp", "nad", "dbd"])]
     pub defense: String,
     /// Training configuration (TOML; see configs/).
     #[arg(long, value_name = "FILE")]

@@ -149,9 +149,9 @@ impl Matrix {
         for defense in &self.defenses {
             match defense.defense() {
                 "vab" => {}
-                "none" | "abl" | "fp" | "nad" if defense.vab.is_empty() => {}
-                "none" | "abl" | "fp" | "nad" => return Err(format!("defense {:?}: `vab` overrides need defense = \"vab\"", defense.name)),
-                other => return Err(format!("defense {:?}: unknown defense {other:?}; use none, vab, abl, fp or nad", defense.name)),
+                "none" | "abl" | "fp" | "nad" | "dbd" if defense.vab.is_empty() => {}
+                "none" | "abl" | "fp" | "nad" | "dbd" => return Err(format!("defense {:?}: `vab` overrides need defense = \"vab\"", defense.name)),
+                other => return Err(format!("defense {:?}: unknown defense {other:?}; use none, vab, abl, fp, nad or dbd", defense.name)),
             }
         }
         let mut seeds = self.seeds.clone();
@@ -213,6 +213,7 @@ pub fn cell_config(base: &str, defense: &DefenseColumn, seed: u64) -> Result<Str
         "vab" if config.vab.is_none() => missing("vab"),
         "fp" if config.fp.is_none() => missing("fp"),
         "nad" if config.nad.is_none() => missing("nad"),
+        "dbd" if config.dbd.is_none() => missing("dbd"),
         "abl" => match &config.abl {
             None => missing("abl"),
             Some(abl) => abl.fits(config.train.epochs).map(|()| text).map_err(|e| format!("defense {:?}: {e}", defense.name)),
@@ -222,7 +223,7 @@ pub fn cell_config(base: &str, defense: &DefenseColumn, seed: u64) -> Result<Str
 }
 
 /// The configuration sections that belong to one defense each.
-const DEFENSE_SECTIONS: [&str; 4] = ["vab", "abl", "fp", "nad"];
+const DEFENSE_SECTIONS: [&str; 5] = ["vab", "abl", "fp", "nad", "dbd"];
 
 /// Whether a cell of `defense` recorded with the configuration `recorded` runs as `wanted`
 /// does: equal but for the sections of other defenses, so adding or changing `[abl]` in the

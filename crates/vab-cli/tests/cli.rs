@@ -670,6 +670,36 @@ fn nad_draws_a_clean_reserve_and_reports_its_teacher() {
     assert!(results["cells"][0]["defense"] == "nad" && results["cells"][0]["ba"].is_number(), "{results}");
 }
 
+/// `--defense dbd` on tiny data: its three phases, the warm-up's metrics and the last split's
+/// detection in the summary and the report, and a bench column.
+#[test]
+fn dbd_runs_its_three_phases_and_reports_its_split() {
+    let tmp = tempfile::tempdir().unwrap();
+    tiny_cifar10(tmp.path(), 20);
+    let bundle = tiny_badnets_bundle(tmp.path(), "b.safetensors", "1");
+    let config = tmp.path().join("dbd.toml");
+    std::fs::write(&config, "[model]\narch = \"small\"\n[train]\nepochs = 1\nbatch_size = 25\nlr = 0.05\n[train.optimizer]\nkind = \"sgd\"\nmomentum = 0.9\nweight_decay = 5e-4\n[train.schedule]\nkind = \"cosine\"\nmin_lr = 0.0\n[dbd]\nsimclr_epochs = 1\nsimclr_batch_size = 50\nwarmup_epochs = 1\nsemi_epochs = 1\nsemi_batch_size = 10\n").unwrap();
+    let run = tmp.path().join("run");
+    let out = vab(&["train", "--bundle", bundle.to_str().unwrap(), "--defense", "dbd", "--config", config.to_str().unwrap(), "--out", run.to_str().unwrap()], tmp.path());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("split: 50 labelled"), "{}", text(&out.stderr));
+    let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
+    assert_eq!((summary["defense"].as_str(), summary["labelled"].as_u64(), summary["epochs"].as_u64()), (Some("dbd"), Some(50), Some(3)));
+    assert!(summary["after_warmup"]["ba"].is_number() && summary["simclr_loss"].is_number() && summary["detection"]["recall"].is_number(), "{summary}");
+    let report = vab(&["report", run.to_str().unwrap()], tmp.path());
+    assert!(report.status.success(), "{}", text(&report.stderr));
+    let html = std::fs::read_to_string(run.join("report.html")).unwrap();
+    assert!(html.contains("after DBD's warm-up") && html.contains("detection precision"), "the report lacks DBD's rows");
+
+    let matrix = tmp.path().join("m.toml");
+    std::fs::write(&matrix, "data = \"cifar-10-batches-bin\"\nconfig = \"dbd.toml\"\nseeds = [0]\n[[attack]]\nname = \"badnets\"\nrate = 0.2\n[[defense]]\nname = \"dbd\"\n").unwrap();
+    let bench_dir = tmp.path().join("bench");
+    let bench = vab(&["bench", matrix.to_str().unwrap(), "--out", bench_dir.to_str().unwrap()], tmp.path());
+    assert!(bench.status.success(), "{}", text(&bench.stderr));
+    let results: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(bench_dir.join("results.json")).unwrap()).unwrap();
+    assert!(results["cells"][0]["defense"] == "dbd" && results["cells"][0]["ba"].is_number(), "{results}");
+}
+
 /// A run records its bundle's SHA-256: `--resume` and `vab eval` of the run refuse another file
 /// put at the bundle's path, naming both, and accept the original again.
 #[test]

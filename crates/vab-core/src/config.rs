@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::defenses::abl::config::AblConfig;
 use crate::defenses::fine_pruning::config::FpConfig;
+use crate::defenses::dbd::config::DbdConfig;
 use crate::defenses::nad::config::NadConfig;
 use crate::defenses::vab::config::VabConfig;
 use crate::engine::batches::Augment;
@@ -31,6 +32,9 @@ pub struct TrainConfig {
     /// NAD's parameters; needed by `--defense nad` only.
     #[serde(default)]
     pub nad: Option<NadConfig>,
+    /// DBD's parameters; needed by `--defense dbd` only.
+    #[serde(default)]
+    pub dbd: Option<DbdConfig>,
 }
 
 /// Which network.
@@ -154,8 +158,11 @@ impl TrainConfig {
         if let Some(fp) = &self.fp {
             fp.validate()?;
         }
-        match &self.nad {
-            Some(nad) => nad.validate(),
+        if let Some(nad) = &self.nad {
+            nad.validate()?;
+        }
+        match &self.dbd {
+            Some(dbd) => dbd.validate(),
             None => Ok(()),
         }
     }

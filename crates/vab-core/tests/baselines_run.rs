@@ -11,6 +11,7 @@ use std::sync::Mutex;
 
 use vab_core::defenses::abl::train::{train_abl, Outcome};
 use vab_core::defenses::clean_reserve;
+use vab_core::defenses::dbd::train::{train_dbd, Outcome as DbdOutcome};
 use vab_core::defenses::fine_pruning::train::{train_fp, Outcome as FpOutcome};
 use vab_core::defenses::nad::train::{train_nad, Outcome as NadOutcome};
 use vab_core::engine::progress::{Silent, TrainProgress};
@@ -135,6 +136,44 @@ fn fine_pruning_prunes_within_its_accuracy_bound_and_a_killed_run_resumes_exactl
     let (resumed, _, _) = fp_run_with(b.path(), true, &Silent).unwrap();
     assert_eq!(resumed.pruning, outcome.pruning);
     assert_eq!((&resumed.summary.metrics, &resumed.after_pruning), (&outcome.summary.metrics, &outcome.after_pruning));
+    let file = |d: &tempfile::TempDir, name: &str| std::fs::read(d.path().join(name)).unwrap();
+    assert_eq!(file(&a, "model.safetensors"), file(&b, "model.safetensors"), "the resumed model differs");
+}
+
+fn dbd_run_with(dir: &std::path::Path, resume: bool, progress: &dyn TrainProgress) -> vab_core::Result<(DbdOutcome, Vec<bool>)> {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let dbd = "[dbd]\nsimclr_epochs = 2\nsimclr_batch_size = 64\nwarmup_epochs = 2\nsemi_epochs = 2\nsemi_batch_size = 32\naugment = { crop_padding = 0, flip = true }\n";
+    let config = TrainConfig::from_toml(&(config() + dbd)).unwrap();
+    let (train, evals, poisoned) = common::data(true);
+    Ok((train_dbd(&config, Backend::Flex, &train, &evals, dir, resume, progress)?, poisoned))
+}
+
+#[test]
+fn dbd_runs_simclr_warmup_and_mixmatch_and_a_run_killed_in_any_resumes_exactly() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (outcome, poisoned) = dbd_run_with(a.path(), false, &Silent).unwrap();
+    let unlabelled = outcome.unlabelled_flags();
+    let caught = unlabelled.iter().zip(&poisoned).filter(|(u, p)| **u && **p).count();
+    eprintln!("synthetic DBD run: SimCLR loss {:?}, after warm-up {:?}, final {:?}; {caught} of {} poisoned unlabelled", outcome.simclr_loss, outcome.after_warmup, outcome.summary.metrics, poisoned.iter().filter(|p| **p).count());
+    assert_eq!(outcome.summary.epochs, 6);
+    // ⌊0.5 · 800⌋ labelled; the rest unlabelled.
+    assert_eq!((outcome.labelled.len(), unlabelled.iter().filter(|u| **u).count()), (400, 400));
+    assert!(outcome.simclr_loss.is_some_and(|l| l.is_finite() && l > 0.0), "{:?}", outcome.simclr_loss);
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(a.path().join("metrics.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let phases: Vec<&str> = lines.iter().map(|l| l["phase"].as_str().unwrap()).collect();
+    assert_eq!(phases, ["simclr", "simclr", "warmup", "warmup", "semi", "semi"]);
+    // SimCLR's cosine from 0.4; the warm-up and MixMatch at Adam's 0.002.
+    assert_eq!((lines[0]["lr"].as_f64(), lines[1]["lr"].as_f64(), lines[3]["lr"].as_f64(), lines[5]["lr"].as_f64()), (Some(0.4), Some(0.2), Some(0.002), Some(0.002)));
+    assert_eq!(outcome.after_warmup.as_ref().map(|m| m.ba), lines[3]["ba"].as_f64());
+
+    // Killed in SimCLR's second epoch (the projection head comes back from the checkpoint), in
+    // the warm-up's second and in MixMatch's second.
+    for (kill, resume) in [(1, false), (2, true), (2, true)] {
+        let killed = catch_unwind(AssertUnwindSafe(|| dbd_run_with(b.path(), resume, &KillAt::new(kill))));
+        assert!(killed.is_err(), "the simulated kill should stop the run");
+    }
+    let (resumed, _) = dbd_run_with(b.path(), true, &Silent).unwrap();
+    assert_eq!((&resumed.summary.metrics, &resumed.after_warmup, &resumed.labelled), (&outcome.summary.metrics, &outcome.after_warmup, &outcome.labelled));
     let file = |d: &tempfile::TempDir, name: &str| std::fs::read(d.path().join(name)).unwrap();
     assert_eq!(file(&a, "model.safetensors"), file(&b, "model.safetensors"), "the resumed model differs");
 }

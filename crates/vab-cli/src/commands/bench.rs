@@ -113,7 +113,7 @@ fn heading(matrix: &Path, finished: &[CellResult], total: usize) -> String {
     format!(
         "# Results of `{}`\n\n{} of {total} cells finished; their runs took {:.1} min in total (sum of the cells' wall times). \
          Measured with vab {} on {}. Figures are percent; a ± column is the mean ± sample standard deviation over seeds. \
-         Precision and recall: detection of the poisoned training samples by V&B's final split.",
+         Precision and recall: detection of the poisoned training samples by V&B's final suspicious set, ABL's isolated set or DBD's last unlabelled set.",
         matrix.display(),
         finished.len(),
         wall / 60.0,

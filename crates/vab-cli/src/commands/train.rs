@@ -10,6 +10,7 @@ use vab_core::data::{EvalSets, GroundTruth, TrainingSet};
 use vab_core::defenses::abl::train::{train_abl, Outcome as AblOutcome};
 use vab_core::defenses::clean_reserve;
 use vab_core::defenses::fine_pruning::train::train_fp;
+use vab_core::defenses::dbd::train::train_dbd;
 use vab_core::defenses::nad::train::train_nad;
 use vab_core::defenses::vab::split_check::split_warnings;
 use vab_core::detection::Detection;
@@ -26,7 +27,7 @@ use crate::progress::EpochBar;
 #[derive(Clone, Serialize, Deserialize)]
 pub struct RunInputs {
     pub bundle: PathBuf,
-    /// `none`, `vab`, `abl`, `fp` or `nad`.
+    /// `none`, `vab`, `abl`, `fp`, `nad` or `dbd`.
     pub defense: String,
     #[serde(default)]
     pub backend: vab_core::backend::Backend,
@@ -107,6 +108,7 @@ pub fn train_run(inputs: &RunInputs, config_text: &str, config_file: &Path, run_
         "abl" => return train_abl_run(&config, inputs, &train, &evals, &ground_truth, &train_files, run_dir, resume),
         "fp" => return train_fp_run(&config, inputs, &train, &evals, &ground_truth, run_dir, resume),
         "nad" => return train_nad_run(&config, inputs, &train, &evals, &ground_truth, run_dir, resume),
+        "dbd" => return train_dbd_run(&config, inputs, &train, &evals, &ground_truth, run_dir, resume),
         _ => {}
     }
     let summary = train_baseline(&config, inputs.backend, &train, &evals, run_dir, resume, &EpochBar::new())?;
@@ -206,6 +208,19 @@ fn train_nad_run(config: &TrainConfig, inputs: &RunInputs, train: &TrainingSet, 
     write_json(&run_dir.join("summary.json"), &summary)?;
     print_stages(&[("before distillation", &summary.before_distillation), ("teacher", &summary.teacher)]);
     println!("{} after {} epochs in {:.0} s; run directory {}", summary.summary.metrics.describe(), summary.summary.epochs, summary.summary.wall_s, run_dir.display());
+    Ok(())
+}
+
+/// `--defense dbd`: the run, and its summary with the last split's unlabelled set scored against
+/// the poison flags.
+fn train_dbd_run(config: &TrainConfig, inputs: &RunInputs, train: &TrainingSet, evals: &EvalSets, truth: &GroundTruth, run_dir: &Path, resume: bool) -> anyhow::Result<()> {
+    let outcome = train_dbd(config, inputs.backend, train, evals, run_dir, resume, &EpochBar::new())?;
+    let poisoned: Vec<bool> = outcome.members.iter().map(|&i| truth.poisoned[i]).collect();
+    let summary = outcome.summary(Some(Detection::score(&outcome.unlabelled_flags(), &poisoned)));
+    write_json(&run_dir.join("summary.json"), &summary)?;
+    print_stages(&[("after the warm-up", &summary.after_warmup)]);
+    let detection = summary.detection.as_ref().map_or(String::new(), |d| format!("; unlabelled in the last split {}", d.describe()));
+    println!("{} after {} epochs in {:.0} s{detection}; run directory {}", summary.summary.metrics.describe(), summary.summary.epochs, summary.summary.wall_s, run_dir.display());
     Ok(())
 }
 

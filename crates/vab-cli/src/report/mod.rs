@@ -133,8 +133,8 @@ fn summary_table(s: &Value) -> String {
         ("wall time".to_string(), format!("{:.0} s", s["wall_s"].as_f64().unwrap_or(0.0))),
     ];
     // V&B's Beneficiary after stage 2; ABL's network before unlearning; FP's around pruning;
-    // NAD's network before distillation and its teacher.
-    let stages = [("after_stage2", "after stage 2"), ("before_unlearning", "before unlearning"), ("before_pruning", "before pruning"), ("after_pruning", "after pruning"), ("before_distillation", "before distillation"), ("teacher", "NAD's teacher")];
+    // NAD's network before distillation and its teacher; DBD's linear head after its warm-up.
+    let stages = [("after_stage2", "after stage 2"), ("before_unlearning", "before unlearning"), ("before_pruning", "before pruning"), ("after_pruning", "after pruning"), ("before_distillation", "before distillation"), ("teacher", "NAD's teacher"), ("after_warmup", "after DBD's warm-up")];
     for (key, when) in stages {
         let m = &s[key];
         if m.is_object() {

@@ -18,7 +18,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::backend::Backend;
-use crate::config::TrainConfig;
+use crate::config::{OptimizerConfig, TrainConfig};
 use crate::data::{EvalSets, TrainingSet};
 use crate::engine::batches::{epoch_batches, Augment, Batch, Normalization, Views};
 use crate::engine::checkpoint;
@@ -40,6 +40,9 @@ pub struct Plan {
     pub phase_epochs: usize,
     /// Positions of the training samples it passes over.
     pub samples: Vec<usize>,
+    /// Independently augmented views of each sample per batch, view after view (see
+    /// [`crate::engine::batches::make_views`]); 1 but for contrastive training.
+    pub views: usize,
     pub augment: Augment,
     pub lr: f64,
     pub batch_size: usize,
@@ -50,7 +53,7 @@ impl Plan {
     /// trains it (the first phase of the post-training defenses).
     pub fn no_defense(config: &TrainConfig, epoch: usize, samples: usize) -> Self {
         let t = &config.train;
-        Plan { phase: "training", phase_epoch: epoch, phase_epochs: t.epochs, samples: (0..samples).collect(), augment: t.augment, lr: t.schedule.lr(t.lr, epoch, t.epochs), batch_size: t.batch_size }
+        Plan { views: 1, phase: "training", phase_epoch: epoch, phase_epochs: t.epochs, samples: (0..samples).collect(), augment: t.augment, lr: t.schedule.lr(t.lr, epoch, t.epochs), batch_size: t.batch_size }
     }
 }
 
@@ -73,6 +76,9 @@ struct Saved<S> {
     /// Whether the checkpoint holds [`PhasedRun::frozen`].
     #[serde(default)]
     frozen: bool,
+    /// The optimiser's configuration when not `[train]`'s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    optimizer: Option<OptimizerConfig>,
 }
 
 /// A run in progress.
@@ -89,6 +95,8 @@ pub struct PhasedRun<'a> {
     pub inference: Device,
     pub model: Network,
     pub optim: ModuleOptimizer,
+    /// The configuration `optim` was built from.
+    optimizer: OptimizerConfig,
     /// A network the defense keeps beside the one it trains, on the inference device and never
     /// trained (NAD's teacher); checkpointed with the run.
     pub frozen: Option<Network>,
@@ -117,14 +125,18 @@ impl<'a> PhasedRun<'a> {
         let set = TrainingSet { images: Arc::new(train.images.select(&members)), num_classes: train.num_classes };
         let network = |device: &Device| Network::new(config.model.arch, set.images.shape().channels, set.num_classes, device);
         let mut model = network(&device);
-        let mut optim = optim::build(&config.train.optimizer);
+        let mut optimizer = config.train.optimizer.clone();
+        let mut optim = optim::build(&optimizer);
         let mut frozen = None;
         let metrics = run.join("metrics.jsonl");
         let saved: Option<Saved<S>> = if resume {
             let reader = checkpoint::Reader::open(run).ok_or_else(|| CoreError::file(run.join("checkpoint"), "no checkpoint to resume from"))?;
             let saved: Saved<S> = reader.state()?;
             model = reader.network("model", model)?;
-            optim = reader.optimizer("model", optim)?;
+            if let Some(own) = &saved.optimizer {
+                optimizer = own.clone();
+            }
+            optim = reader.optimizer("model", optim::build(&optimizer))?;
             if saved.frozen {
                 frozen = Some(reader.network("frozen", network(&inference))?);
             }
@@ -138,13 +150,14 @@ impl<'a> PhasedRun<'a> {
             Some(s) => (s.epochs_done, s.wall_s, s.last, s.rates, Some(s.defense)),
             None => (0, 0.0, None, Vec::new(), None),
         };
-        let phased = Self { config, set, members, norm, device, inference, model, optim, frozen, epochs_done, progress, evals, run: run.to_path_buf(), start, wall_before, last, rates };
+        let phased = Self { config, set, members, norm, device, inference, model, optim, optimizer, frozen, epochs_done, progress, evals, run: run.to_path_buf(), start, wall_before, last, rates };
         Ok((phased, defense))
     }
 
-    /// A new optimiser for the network, as `[train]` configures it.
-    pub fn restart_optimiser(&mut self) {
-        self.optim = optim::build(&self.config.train.optimizer);
+    /// A new optimiser for the network, as `optimizer` configures it (checkpointed with the run).
+    pub fn restart_optimiser(&mut self, optimizer: &OptimizerConfig) {
+        self.optim = optim::build(optimizer);
+        self.optimizer = optimizer.clone();
     }
 
     /// Trains the next epoch as `plan` says, each batch through `step` (network, optimiser,
@@ -153,13 +166,14 @@ impl<'a> PhasedRun<'a> {
     pub fn epoch(&mut self, plan: &Plan, mut step: impl FnMut(Network, &mut ModuleOptimizer, Batch) -> (Network, f32)) -> Result<Option<Metrics>> {
         let (config, epoch) = (self.config, self.epochs_done);
         let label = format!("{} {}/{}", plan.phase, plan.phase_epoch + 1, plan.phase_epochs);
-        self.progress.start(&label, plan.samples.len().div_ceil(plan.batch_size), plan.samples.len());
+        let images = plan.samples.len() * plan.views;
+        self.progress.start(&label, plan.samples.len().div_ceil(plan.batch_size), images);
         let epoch_start = Instant::now();
-        let batches = epoch_batches(self.set.images.clone(), &plan.samples, plan.batch_size, Views::one(plan.augment, self.norm.clone()), config.train.seed, epoch);
+        let batches = epoch_batches(self.set.images.clone(), &plan.samples, plan.batch_size, Views { count: plan.views, augment: plan.augment, norm: self.norm.clone() }, config.train.seed, epoch);
         let optim = &mut self.optim;
         let (model, loss) = train_pass(self.model.clone(), batches, config.train.allow_nan, &label, self.progress, |m, b| step(m, optim, b))?;
         self.model = model;
-        let img_s = plan.samples.len() as f64 / epoch_start.elapsed().as_secs_f64();
+        let img_s = images as f64 / epoch_start.elapsed().as_secs_f64();
         self.rates.push(img_s);
         let due = (epoch + 1) % config.data.eval_every == 0 || plan.phase_epoch + 1 == plan.phase_epochs;
         let metrics = due.then(|| self.evaluate());
@@ -179,12 +193,20 @@ impl<'a> PhasedRun<'a> {
     /// Checkpoints the network, its optimiser, the frozen network if any, the run's progress and
     /// the defense's `state`.
     pub fn save<S: Serialize>(&self, state: &S) -> Result<()> {
-        let saved = Saved { epochs_done: self.epochs_done, defense: state, last: self.last.clone(), rates: self.rates.clone(), wall_s: self.wall_s(), frozen: self.frozen.is_some() };
+        self.save_with(state, |_| Ok(()))
+    }
+
+    /// [`PhasedRun::save`], with the defense's own modules written by `parts` into the same
+    /// checkpoint (read back with [`checkpoint::Reader::open`] on the run directory).
+    pub fn save_with<S: Serialize>(&self, state: &S, parts: impl FnOnce(&checkpoint::Writer) -> Result<()>) -> Result<()> {
+        let optimizer = (self.optimizer != self.config.train.optimizer).then(|| self.optimizer.clone());
+        let saved = Saved { epochs_done: self.epochs_done, defense: state, last: self.last.clone(), rates: self.rates.clone(), wall_s: self.wall_s(), frozen: self.frozen.is_some(), optimizer };
         let writer = checkpoint::Writer::new(&self.run)?;
         writer.network("model", &self.model, Some(&self.optim))?;
         if let Some(frozen) = &self.frozen {
             writer.network("frozen", frozen, None)?;
         }
+        parts(&writer)?;
         writer.commit(&saved)
     }
 

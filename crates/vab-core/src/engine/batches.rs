@@ -1,6 +1,7 @@
 //! Training batches from u8 images: a seeded per-epoch order, random crop (zero padding) and
-//! horizontal flip applied on u8 in parallel, one conversion to normalised f32 per batch, and a
-//! prefetch thread that builds the next batch while the model computes.
+//! horizontal flip applied on u8 in parallel (or contrastive learning's strong augmentation,
+//! [`super::contrastive_augment`]), one conversion to normalised f32 per batch, and a prefetch
+//! thread that builds the next batch while the model computes.
 //!
 //! Every random choice comes from (seed, epoch, batch index), so the same seed gives the same
 //! batches, whatever the thread timing, and a resumed run sees the batches an uninterrupted run
@@ -15,6 +16,8 @@ use rand_chacha::ChaCha20Rng;
 use rayon::prelude::*;
 use vab_data::{ImageSet, ImageShape};
 
+use super::contrastive_augment::ContrastiveAugment;
+
 /// Augmentation applied to each training image.
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -23,13 +26,17 @@ pub struct Augment {
     pub crop_padding: usize,
     /// Random horizontal flip with probability 1/2.
     pub flip: bool,
+    /// Contrastive learning's strong augmentation (DBD's SimCLR stage) in place of the crop;
+    /// the flip still follows `flip`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contrastive: Option<ContrastiveAugment>,
 }
 
 impl Augment {
     /// No augmentation.
-    pub const NONE: Augment = Augment { crop_padding: 0, flip: false };
+    pub const NONE: Augment = Augment { crop_padding: 0, flip: false, contrastive: None };
     /// Random crop with padding 4 and horizontal flip (the CIFAR standard).
-    pub const CROP_FLIP: Augment = Augment { crop_padding: 4, flip: true };
+    pub const CROP_FLIP: Augment = Augment { crop_padding: 4, flip: true, contrastive: None };
 }
 
 /// Per-channel normalisation: x ↦ (x/255 - mean) / std.
@@ -100,15 +107,22 @@ fn augment_into(image: &[u8], shape: ImageShape, padding: usize, (dy, dx, flip):
 pub fn make_batch(set: &ImageSet, indices: &[usize], augment: Augment, norm: &Normalization, seed: u64) -> Batch {
     let shape = set.shape();
     let mut rng = ChaCha20Rng::seed_from_u64(seed);
-    let span = 2 * augment.crop_padding + 1;
-    let jitter: Vec<Jitter> = indices
-        .iter()
-        .map(|_| (rng.gen_range(0..span), rng.gen_range(0..span), augment.flip && rng.gen_bool(0.5)))
-        .collect();
     let mut images = vec![0f32; indices.len() * shape.len()];
-    images.par_chunks_exact_mut(shape.len()).zip(indices.par_iter().zip(&jitter)).for_each(|(out, (&i, &j))| {
-        augment_into(set.image(i), shape, augment.crop_padding, j, norm, out);
-    });
+    if let Some(contrastive) = augment.contrastive {
+        let seeds: Vec<u64> = indices.iter().map(|_| rng.gen()).collect();
+        images.par_chunks_exact_mut(shape.len()).zip(indices.par_iter().zip(&seeds)).for_each(|(out, (&i, &s))| {
+            contrastive.apply(set.image(i), shape, augment.flip, s, norm, out);
+        });
+    } else {
+        let span = 2 * augment.crop_padding + 1;
+        let jitter: Vec<Jitter> = indices
+            .iter()
+            .map(|_| (rng.gen_range(0..span), rng.gen_range(0..span), augment.flip && rng.gen_bool(0.5)))
+            .collect();
+        images.par_chunks_exact_mut(shape.len()).zip(indices.par_iter().zip(&jitter)).for_each(|(out, (&i, &j))| {
+            augment_into(set.image(i), shape, augment.crop_padding, j, norm, out);
+        });
+    }
     Batch {
         images,
         shape: [indices.len(), shape.channels, shape.height, shape.width],
@@ -214,13 +228,26 @@ mod tests {
     #[test]
     fn views_repeat_the_samples_with_their_own_augmentation() {
         let set = set();
-        let jitter = Augment { crop_padding: 1, flip: true };
+        let jitter = Augment { crop_padding: 1, flip: true, contrastive: None };
         let views = |count| Views { count, augment: jitter, norm: unit() };
         let two = make_views(&set, &[1, 4], &views(2), 9, 0, 5);
         assert_eq!(two.shape, [4, 1, 3, 3]);
         assert_eq!((two.indices, two.labels), (vec![1, 4, 1, 4], vec![1, 1, 1, 1]));
         assert_eq!(two.images[..18], make_views(&set, &[1, 4], &views(1), 9, 0, 5).images[..]);
         assert_ne!(two.images[..18], two.images[18..], "views are augmented independently");
+    }
+
+    #[test]
+    fn contrastive_views_are_seeded_and_independent() {
+        let shape = ImageShape { channels: 3, height: 8, width: 8 };
+        let set = ImageSet::new(shape, (0..4 * 192).map(|i| (i * 7 % 256) as u8).collect(), vec![0, 1, 0, 1]).unwrap();
+        let norm = Normalization { mean: vec![0.0; 3], std: vec![1.0; 3] };
+        let strong = Views { count: 2, augment: Augment { crop_padding: 0, flip: true, contrastive: Some(ContrastiveAugment::default()) }, norm };
+        let two = make_views(&set, &[0, 3], &strong, 1, 0, 0);
+        assert_eq!((two.shape, two.indices.clone()), ([4, 3, 8, 8], vec![0, 3, 0, 3]));
+        assert_eq!(two, make_views(&set, &[0, 3], &strong, 1, 0, 0));
+        assert_ne!(two.images[..192], two.images[2 * 192..3 * 192], "an image's two views differ");
+        assert!(two.images.iter().all(|v| (0.0..=1.0).contains(v)));
     }
 
     #[test]

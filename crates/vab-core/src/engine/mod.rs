@@ -3,6 +3,7 @@
 
 pub mod batches;
 pub mod checkpoint;
+pub mod contrastive_augment;
 pub mod eval;
 pub mod export;
 pub mod loss;

@@ -83,6 +83,15 @@ impl Network {
         }
     }
 
+    /// Width of the pooled features the final linear layer reads.
+    pub fn feature_width(&self) -> usize {
+        let fc = match self {
+            Network::ResNet18(net) => net.fc(),
+            Network::Small(net) => net.fc(),
+        };
+        fc.weight.dims()[0]
+    }
+
     /// The network with the inputs `channels` of its final linear layer cut (their weights set
     /// to 0): the pooled feature channels Fine-Pruning removes. Other weights are unchanged; a
     /// training step moves the cut weights again, so a pruned network is cut after each step.
@@ -91,6 +100,14 @@ impl Network {
             Network::ResNet18(net) => Network::ResNet18(net.map_fc(|fc| zero_inputs(fc, channels))),
             Network::Small(net) => Network::Small(net.map_fc(|fc| zero_inputs(fc, channels))),
         }
+    }
+
+    /// A copy that runs in train mode without recording an autodiff graph, as a PyTorch pass in
+    /// train mode under `torch.no_grad()`: its batch norm normalises with the batch's statistics
+    /// and moves the running statistics it shares with this network. (Detaching the output of
+    /// a pass of the network itself would keep that pass's graph alive, unreleased.)
+    pub fn without_grad(&self) -> Network {
+        self.clone().no_grad()
     }
 
     /// Logits, [batch, classes].
@@ -105,7 +122,7 @@ impl Network {
 pub(crate) static RNG_TEST_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// Initialises every float parameter it visits (reading a parameter initialises it).
-struct Initialise;
+pub(crate) struct Initialise;
 
 impl ModuleVisitor for Initialise {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {

@@ -79,6 +79,11 @@ impl SmallNet {
         x
     }
 
+    /// The final linear layer (pooled features → logits).
+    pub fn fc(&self) -> &Linear {
+        &self.fc
+    }
+
     /// The network with its final linear layer replaced by `f(fc)`.
     pub fn map_fc(mut self, f: impl FnOnce(Linear) -> Linear) -> Self {
         self.fc = f(self.fc);

@@ -75,15 +75,15 @@ pub fn train_abl(config: &TrainConfig, backend: Backend, train: &TrainingSet, ev
         if epoch >= iso_epochs && state.isolation.is_none() {
             state.isolation = Some(isolate(&phased, abl.isolation_ratio));
             // The official code's training on the rest starts a new optimiser.
-            phased.restart_optimiser();
+            phased.restart_optimiser(&config.train.optimizer);
         }
         let schedule_lr = config.train.schedule.lr(config.train.lr, epoch.min(training_epochs - 1), training_epochs);
         let (plan, objective) = match (epoch < iso_epochs, epoch < training_epochs, &state.isolation) {
-            (true, _, _) => (Plan { phase: "isolation", phase_epoch: epoch, phase_epochs: iso_epochs, samples: everyone.clone(), augment: Augment::NONE, lr: schedule_lr, batch_size: config.train.batch_size }, Objective::LocalAscent { gamma: abl.gamma as f32 }),
-            (false, true, Some(isolation)) => (Plan { phase: "training", phase_epoch: epoch - iso_epochs, phase_epochs: training_epochs - iso_epochs, samples: isolation.rest(), augment: config.train.augment, lr: schedule_lr, batch_size: config.train.batch_size }, Objective::Descent),
+            (true, _, _) => (Plan { views: 1, phase: "isolation", phase_epoch: epoch, phase_epochs: iso_epochs, samples: everyone.clone(), augment: Augment::NONE, lr: schedule_lr, batch_size: config.train.batch_size }, Objective::LocalAscent { gamma: abl.gamma as f32 }),
+            (false, true, Some(isolation)) => (Plan { views: 1, phase: "training", phase_epoch: epoch - iso_epochs, phase_epochs: training_epochs - iso_epochs, samples: isolation.rest(), augment: config.train.augment, lr: schedule_lr, batch_size: config.train.batch_size }, Objective::Descent),
             (false, false, Some(isolation)) => {
                 let batch_size = abl.unlearning_batch_size.unwrap_or(config.train.batch_size);
-                (Plan { phase: "unlearning", phase_epoch: epoch - training_epochs, phase_epochs: abl.unlearning_epochs, samples: isolation.isolated.clone(), augment: Augment::NONE, lr: abl.unlearning_lr, batch_size }, Objective::Ascent)
+                (Plan { views: 1, phase: "unlearning", phase_epoch: epoch - training_epochs, phase_epochs: abl.unlearning_epochs, samples: isolation.isolated.clone(), augment: Augment::NONE, lr: abl.unlearning_lr, batch_size }, Objective::Ascent)
             }
             (false, _, None) => unreachable!("the isolation is made before the first epoch after it"),
         };

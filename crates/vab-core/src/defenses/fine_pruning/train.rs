@@ -97,7 +97,7 @@ pub fn train_fp(config: &TrainConfig, backend: Backend, train: &TrainingSet, eva
             let told = state.after_pruning.as_ref().map_or(String::new(), |m| m.describe());
             progress.finish(&format!("pruned {} of {} channels (reserve accuracy {:.2}% → {:.2}%): {told}", pruning.pruned, pruning.order.len(), pruning.sweep[0].1, pruning.sweep.iter().find(|s| s.0 == pruning.pruned).map_or(f64::NAN, |s| s.1)));
             state.pruning = Some(pruning);
-            phased.restart_optimiser();
+            phased.restart_optimiser(&config.train.optimizer);
             phased.save(&state)?;
             continue;
         }
@@ -106,7 +106,7 @@ pub fn train_fp(config: &TrainConfig, backend: Backend, train: &TrainingSet, eva
             Some(pruning) => {
                 let e = epoch - training_epochs;
                 let batch_size = fp.finetune_batch_size.unwrap_or(config.train.batch_size);
-                (Plan { phase: "fine_tuning", phase_epoch: e, phase_epochs: fp.finetune_epochs, samples: reserve.to_vec(), augment: config.train.augment, lr: cosine.lr(fp.finetune_lr, e, fp.finetune_epochs), batch_size }, pruning.channels().to_vec())
+                (Plan { views: 1, phase: "fine_tuning", phase_epoch: e, phase_epochs: fp.finetune_epochs, samples: reserve.to_vec(), augment: config.train.augment, lr: cosine.lr(fp.finetune_lr, e, fp.finetune_epochs), batch_size }, pruning.channels().to_vec())
             }
         };
         let metrics = phased.epoch(&plan, |m, optim, b| {

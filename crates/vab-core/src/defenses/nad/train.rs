@@ -75,14 +75,14 @@ pub fn train_nad(config: &TrainConfig, backend: Backend, train: &TrainingSet, ev
         if !state.distilling && epoch == training && phased.frozen.is_none() {
             // Keep the backdoored network; its copy trains on into the teacher.
             phased.frozen = Some(phased.model.valid());
-            phased.restart_optimiser();
+            phased.restart_optimiser(&config.train.optimizer);
             phased.save(&state)?;
             continue;
         }
         if !state.distilling && epoch == teacher_end {
             let backdoored = phased.frozen.replace(phased.model.valid()).expect("the backdoored network was kept");
             phased.model = backdoored.fork(&device).train();
-            phased.restart_optimiser();
+            phased.restart_optimiser(&config.train.optimizer);
             state.distilling = true;
             phased.save(&state)?;
             continue;
@@ -90,7 +90,7 @@ pub fn train_nad(config: &TrainConfig, backend: Backend, train: &TrainingSet, ev
         if epoch == epochs {
             break;
         }
-        let on_reserve = |phase, phase_epoch, phase_epochs| Plan { phase, phase_epoch, phase_epochs, samples: reserve.to_vec(), augment: nad.augment, lr: nad.schedule.lr(nad.lr, phase_epoch, phase_epochs), batch_size: nad.batch_size };
+        let on_reserve = |phase, phase_epoch, phase_epochs| Plan { views: 1, phase, phase_epoch, phase_epochs, samples: reserve.to_vec(), augment: nad.augment, lr: nad.schedule.lr(nad.lr, phase_epoch, phase_epochs), batch_size: nad.batch_size };
         if state.distilling {
             let plan = on_reserve("distillation", epoch - teacher_end, nad.epochs);
             let teacher = phased.frozen.clone().expect("the teacher is kept");

@@ -255,7 +255,7 @@ fn stage3_logits(model: &Network, mixed: Tensor<4>, unlabelled: Tensor<4>, batch
 /// without gradients shares the running statistics, so they move as a train-mode pass moves
 /// them (the authors' code), but no backward state is kept (stage 2 runs about 1.06× faster).
 fn train_mode_features(model: &Network, x: Tensor<4>) -> Tensor<4> {
-    model.clone().no_grad().features(x)
+    model.without_grad().features(x)
 }
 
 /// The Beneficiary's logits on the unlabelled views, without gradients and without moving its
