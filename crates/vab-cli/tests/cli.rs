@@ -689,7 +689,7 @@ fn dbd_runs_its_three_phases_and_reports_its_split() {
     let report = vab(&["report", run.to_str().unwrap()], tmp.path());
     assert!(report.status.success(), "{}", text(&report.stderr));
     let html = std::fs::read_to_string(run.join("report.html")).unwrap();
-    assert!(html.contains("after DBD's warm-up") && html.contains("detection precision"), "the report lacks DBD's rows");
+    assert!(html.contains("after DBD's warm-up") && html.contains("last split: unlabelled / labelled") && html.contains("labelled samples per class"), "the report lacks DBD's rows");
 
     let matrix = tmp.path().join("m.toml");
     std::fs::write(&matrix, "data = \"cifar-10-batches-bin\"\nconfig = \"dbd.toml\"\nseeds = [0]\n[[attack]]\nname = \"badnets\"\nrate = 0.2\n[[defense]]\nname = \"dbd\"\n").unwrap();

@@ -158,6 +158,7 @@ fn dbd_runs_simclr_warmup_and_mixmatch_and_a_run_killed_in_any_resumes_exactly()
     assert_eq!(outcome.summary.epochs, 6);
     // ⌊0.5 · 800⌋ labelled; the rest unlabelled.
     assert_eq!((outcome.labelled.len(), unlabelled.iter().filter(|u| **u).count()), (400, 400));
+    assert_eq!(outcome.labelled_per_class.iter().sum::<usize>(), 400);
     assert!(outcome.simclr_loss.is_some_and(|l| l.is_finite() && l > 0.0), "{:?}", outcome.simclr_loss);
     let lines: Vec<serde_json::Value> = std::fs::read_to_string(a.path().join("metrics.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     let phases: Vec<&str> = lines.iter().map(|l| l["phase"].as_str().unwrap()).collect();

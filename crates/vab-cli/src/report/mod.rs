@@ -149,9 +149,17 @@ fn summary_table(s: &Value) -> String {
     }
     let d = &s["detection"];
     if d.is_object() {
-        let sets = if s["defense"] == "abl" { "isolated / rest" } else { "final split: suspicious / credible" };
+        let sets = match s["defense"].as_str() {
+            Some("abl") => "isolated / rest",
+            Some("dbd") => "last split: unlabelled / labelled",
+            _ => "final split: suspicious / credible",
+        };
         rows.push((sets.to_string(), format!("{} / {}", d["suspicious"], d["credible"])));
         rows.push(("detection precision / recall / FPR %".to_string(), format!("{} / {} / {}", percent(&d["precision"]), percent(&d["recall"]), percent(&d["fpr"]))));
+    }
+    if let Some(counts) = s["labelled_per_class"].as_array() {
+        let counts: Vec<String> = counts.iter().map(|c| c.to_string()).collect();
+        rows.push(("labelled samples per class".to_string(), counts.join(", ")));
     }
     if let Some(stages) = s["stages"].as_array() {
         let times: Vec<String> = stages.iter().map(|t| format!("{} {:.0} s", t["stage"].as_str().unwrap_or("?"), t["wall_s"].as_f64().unwrap_or(0.0))).collect();

@@ -59,6 +59,11 @@ pub struct DbdConfig {
     /// (official ε 0.5).
     #[serde(default = "epsilon")]
     pub epsilon: f64,
+    /// Over which samples that share is taken: all of them (official) or each training label's
+    /// own (beyond the paper: keeps every class labelled when the network fits some classes
+    /// worse than the poison).
+    #[serde(default)]
+    pub split: SplitScope,
     /// Labelled and unlabelled images per MixMatch step (official 64 each).
     #[serde(default = "semi_batch_size")]
     pub semi_batch_size: usize,
@@ -83,6 +88,17 @@ pub struct DbdConfig {
     /// padding 4, reflected, and flip).
     #[serde(default = "augment")]
     pub augment: Augment,
+}
+
+/// The scope of DBD's lowest-loss split (config `dbd.split`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SplitScope {
+    /// The ⌊ε·n⌋ lowest losses of all samples (the official code).
+    #[default]
+    Global,
+    /// The ⌊ε·n_c⌋ lowest of each label c (beyond the paper).
+    PerClass,
 }
 
 fn simclr_epochs() -> usize {
@@ -213,7 +229,8 @@ mod tests {
         assert_eq!((c.simclr_epochs, c.simclr_batch_size, c.simclr_lr, c.temperature, c.projection_dim), (1000, 512, 0.4, 0.5, 128));
         assert_eq!((c.warmup_epochs, c.warmup_batch_size, c.sce_alpha, c.sce_beta, c.lr), (10, 128, 0.1, 1.0, 0.002));
         assert_eq!((c.semi_epochs, c.epsilon, c.semi_batch_size, c.iterations, c.lambda_u, c.rampup_epochs, c.sharpen_temperature, c.mix_alpha), (190, 0.5, 64, None, 15.0, 190, 0.5, 0.75));
-        assert_eq!((c.simclr_augment, c.augment), (ContrastiveAugment::default(), Augment::CROP_FLIP));
+        assert_eq!((c.simclr_augment, c.augment, c.split), (ContrastiveAugment::default(), Augment::CROP_FLIP, SplitScope::Global));
+        assert_eq!(toml::from_str::<DbdConfig>("split = \"per_class\"").unwrap().split, SplitScope::PerClass);
         assert!(c.validate().is_ok());
         let bad = |c: DbdConfig| c.validate().unwrap_err();
         assert!(bad(DbdConfig { simclr_lr: 0.0, ..c.clone() }).starts_with("dbd.simclr_lr"));

@@ -15,6 +15,7 @@ use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::activation::{log_softmax, softmax};
 use burn::tensor::{Device, Tensor, TensorData};
 
+use super::config::SplitScope;
 use crate::data::TrainingSet;
 use crate::engine::batches::{make_batch, Batch, Views};
 use crate::engine::loss::one_hot;
@@ -70,12 +71,22 @@ pub fn losses(model: &Network, set: &TrainingSet, view: &Views, sce: Sce, batch_
     out
 }
 
-/// The ⌊ε·n⌋ samples of lowest loss (ties by position), in increasing loss: DBD's labelled set.
-pub fn lowest_share(losses: &[f32], epsilon: f64) -> Vec<usize> {
-    let mut order: Vec<usize> = (0..losses.len()).collect();
-    order.sort_by(|&a, &b| losses[a].total_cmp(&losses[b]).then(a.cmp(&b)));
-    order.truncate((losses.len() as f64 * epsilon) as usize);
-    order
+/// DBD's labelled set: the ⌊ε·n⌋ samples of lowest loss (ties by position), in increasing loss;
+/// with [`SplitScope::PerClass`], the ⌊ε·n_c⌋ lowest of each label c in turn.
+pub fn lowest_share(losses: &[f32], labels: &[u16], epsilon: f64, scope: SplitScope) -> Vec<usize> {
+    let lowest = |mut members: Vec<usize>| {
+        let keep = (members.len() as f64 * epsilon) as usize;
+        members.sort_by(|&a, &b| losses[a].total_cmp(&losses[b]).then(a.cmp(&b)));
+        members.truncate(keep);
+        members
+    };
+    match scope {
+        SplitScope::Global => lowest((0..losses.len()).collect()),
+        SplitScope::PerClass => {
+            let classes = labels.iter().map(|&l| l as usize + 1).max().unwrap_or(0);
+            (0..classes).flat_map(|c| lowest((0..losses.len()).filter(|&i| labels[i] as usize == c).collect())).collect()
+        }
+    }
 }
 
 #[cfg(test)]
@@ -135,7 +146,12 @@ mod tests {
 
     #[test]
     fn the_lowest_share_is_taken_in_order_of_loss() {
-        assert_eq!(lowest_share(&[0.5, 0.1, 0.9, 0.1, 0.3], 0.5), vec![1, 3]);
-        assert_eq!(lowest_share(&[0.5, 0.1, 0.9, 0.1, 0.3], 0.99), vec![1, 3, 4, 0]);
+        let losses = [0.5, 0.1, 0.9, 0.1, 0.3, 0.7];
+        let labels = [0, 0, 1, 0, 1, 1];
+        assert_eq!(lowest_share(&losses, &labels, 0.5, SplitScope::Global), vec![1, 3, 4]);
+        assert_eq!(lowest_share(&losses, &labels, 0.99, SplitScope::Global), vec![1, 3, 4, 0, 5]);
+        // Per label: label 0 holds 0, 1, 3 (keep ⌊1.5⌋ = 1: sample 1), label 1 holds 2, 4, 5 (sample 4).
+        assert_eq!(lowest_share(&losses, &labels, 0.5, SplitScope::PerClass), vec![1, 4]);
+        assert_eq!(lowest_share(&losses, &labels, 0.7, SplitScope::PerClass), vec![1, 3, 4, 5]);
     }
 }

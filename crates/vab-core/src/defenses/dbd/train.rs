@@ -39,8 +39,11 @@ pub struct DbdSummary {
     pub simclr_loss: Option<f64>,
     /// The linear head on the self-supervised backbone, after the warm-up.
     pub after_warmup: Option<Metrics>,
-    /// Size of the last fine-tuning epoch's labelled set.
+    /// Size of the last fine-tuning epoch's labelled set, and per training label: a weak
+    /// network fits some classes worse than the poison and leaves them mostly unlabelled.
     pub labelled: usize,
+    #[serde(default)]
+    pub labelled_per_class: Vec<usize>,
     /// Its unlabelled rest against the bundle's poison flags (reporting only).
     pub detection: Option<Detection>,
 }
@@ -50,8 +53,9 @@ pub struct Outcome {
     pub summary: Summary,
     pub simclr_loss: Option<f64>,
     pub after_warmup: Option<Metrics>,
-    /// Positions of the last fine-tuning epoch's labelled samples.
+    /// Positions of the last fine-tuning epoch's labelled samples, and their count per label.
     pub labelled: Vec<usize>,
+    pub labelled_per_class: Vec<usize>,
     /// `members[i]` is the bundle index of training sample i.
     pub members: Vec<usize>,
 }
@@ -66,7 +70,7 @@ impl Outcome {
 
     /// The summary, with the caller's detection figures.
     pub fn summary(&self, detection: Option<Detection>) -> DbdSummary {
-        DbdSummary { summary: self.summary.clone(), simclr_loss: self.simclr_loss, after_warmup: self.after_warmup.clone(), labelled: self.labelled.len(), detection }
+        DbdSummary { summary: self.summary.clone(), simclr_loss: self.simclr_loss, after_warmup: self.after_warmup.clone(), labelled: self.labelled.len(), labelled_per_class: self.labelled_per_class.clone(), detection }
     }
 }
 
@@ -144,14 +148,14 @@ pub fn train_dbd(config: &TrainConfig, backend: Backend, train: &TrainingSet, ev
         let semi_epoch = epoch - warmup_end;
         let view = Views::one(dbd.augment, phased.norm.clone());
         let split_losses = losses(&phased.model.valid(), &phased.set, &view, sce, config.data.eval_batch_size, derive(seed, epoch, 0, 0, 1), &inference);
-        state.labelled = lowest_share(&split_losses, dbd.epsilon);
+        state.labelled = lowest_share(&split_losses, phased.set.images.labels(), dbd.epsilon, dbd.split);
         if state.labelled.is_empty() {
             return Err(CoreError::Invalid(format!("dbd.epsilon {} of {} training samples labels none; raise it or train on more samples", dbd.epsilon, everyone.len())));
         }
         let mut is_labelled = vec![false; everyone.len()];
         state.labelled.iter().for_each(|&i| is_labelled[i] = true);
         let unlabelled: Vec<usize> = everyone.iter().copied().filter(|&i| !is_labelled[i]).collect();
-        let cutoff = split_losses[*state.labelled.last().expect("not empty")];
+        let cutoff = state.labelled.iter().map(|&i| split_losses[i]).fold(f32::MIN, f32::max);
         phased.progress.finish(&format!("split: {} labelled (SCE ≤ {cutoff:.4}), {} unlabelled", state.labelled.len(), unlabelled.len()));
         let steps = dbd.iterations.unwrap_or_else(|| (state.labelled.len() / dbd.semi_batch_size).max(1));
         let samples: Vec<usize> = (0..steps * dbd.semi_batch_size).map(|i| state.labelled[i % state.labelled.len()]).collect();
@@ -171,7 +175,9 @@ pub fn train_dbd(config: &TrainConfig, backend: Backend, train: &TrainingSet, ev
         })?;
         phased.save(&state)?;
     }
+    let mut labelled_per_class = vec![0; classes];
+    state.labelled.iter().for_each(|&i| labelled_per_class[phased.set.images.labels()[i] as usize] += 1);
     let members = phased.members.clone();
     let summary = phased.finish("dbd")?;
-    Ok(Outcome { summary, simclr_loss: state.simclr_loss, after_warmup: state.after_warmup, labelled: state.labelled, members })
+    Ok(Outcome { summary, simclr_loss: state.simclr_loss, after_warmup: state.after_warmup, labelled: state.labelled, labelled_per_class, members })
 }
