@@ -92,32 +92,16 @@ pub fn check_loss(loss: f32, allow_nan: bool, at: impl FnOnce() -> String) -> Re
 #[cfg(test)]
 mod tests {
     use super::*;
-    use burn::module::{Module, ModuleVisitor, Param};
 
     use crate::config::OptimizerConfig;
     use crate::engine::optim;
-    use crate::models::{Arch, RNG_TEST_LOCK};
+    use crate::models::{parameters, Arch, RNG_TEST_LOCK};
 
     #[test]
     fn local_ascent_flips_the_sign_below_gamma() {
         let lga = Objective::LocalAscent { gamma: 0.5 };
         assert_eq!([lga.factor(0.7), lga.factor(0.3), lga.factor(0.5)], [1.0, -1.0, 0.0]);
         assert_eq!([Objective::Descent.factor(0.3), Objective::Ascent.factor(0.7)], [1.0, -1.0]);
-    }
-
-    /// Every float parameter of a network, in visiting order.
-    struct Flatten(Vec<f32>);
-
-    impl ModuleVisitor for Flatten {
-        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-            self.0.extend(param.val().into_data().iter::<f32>());
-        }
-    }
-
-    fn parameters(model: &Network) -> Vec<f32> {
-        let mut all = Flatten(Vec::new());
-        model.visit(&mut all);
-        all.0
     }
 
     #[test]

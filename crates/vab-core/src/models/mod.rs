@@ -121,6 +121,20 @@ impl Network {
 #[cfg(test)]
 pub(crate) static RNG_TEST_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
+/// Every float parameter of `model`, flattened in visiting order (tests compare them across steps).
+#[cfg(test)]
+pub(crate) fn parameters<M: Module>(model: &M) -> Vec<f32> {
+    struct Flatten(Vec<f32>);
+    impl ModuleVisitor for Flatten {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            self.0.extend(param.val().into_data().iter::<f32>());
+        }
+    }
+    let mut all = Flatten(Vec::new());
+    model.visit(&mut all);
+    all.0
+}
+
 /// Initialises every float parameter it visits (reading a parameter initialises it).
 pub(crate) struct Initialise;
 

@@ -92,25 +92,10 @@ pub fn lowest_share(losses: &[f32], labels: &[u16], epsilon: f64, scope: SplitSc
 #[cfg(test)]
 mod tests {
     use super::*;
-    use burn::module::{Module, ModuleVisitor, Param};
 
     use crate::config::OptimizerConfig;
     use crate::engine::optim;
-    use crate::models::{Arch, RNG_TEST_LOCK};
-
-    struct Flatten(Vec<f32>);
-
-    impl ModuleVisitor for Flatten {
-        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-            self.0.extend(param.val().into_data().iter::<f32>());
-        }
-    }
-
-    fn parameters(model: &Network) -> Vec<f32> {
-        let mut all = Flatten(Vec::new());
-        model.visit(&mut all);
-        all.0
-    }
+    use crate::models::{parameters, Arch, RNG_TEST_LOCK};
 
     #[test]
     fn the_warm_up_moves_the_linear_layer_only() {
