@@ -88,44 +88,48 @@ pub fn forward(x: &[f32], weight: &[f32], g: Geometry) -> Vec<f32> {
     out
 }
 
-/// Gradients of [`forward`] for the input and the weight, given the output gradient `dy`.
-pub fn backward(x: &[f32], weight: &[f32], dy: &[f32], g: Geometry) -> (Vec<f32>, Vec<f32>) {
+/// Gradients of [`forward`] for the weight and, when `input_grad`, for the input, given the
+/// output gradient `dy`.
+pub fn backward(x: &[f32], weight: &[f32], dy: &[f32], g: Geometry, input_grad: bool) -> (Option<Vec<f32>>, Vec<f32>) {
     let (taps, positions, group) = (g.taps(), g.positions(), g.group());
     let (image_in, image_out) = (g.in_channels * g.in_plane(), g.out_channels * positions);
-    let mut x_grad = vec![0f32; x.len()];
-    let partials: Vec<Vec<f32>> = x_grad
-        .par_chunks_mut(group * image_in)
-        .enumerate()
-        .map(|(index, x_grad)| {
-            let images = x_grad.len() / image_in;
-            let first = index * group;
-            let width = images * positions;
-            // dy for the group as [c_out, width], matching col's column order.
-            let mut dy_group = vec![0f32; g.out_channels * width];
-            for image in 0..images {
-                let dy_image = &dy[(first + image) * image_out..][..image_out];
-                for (channel, src) in dy_image.chunks(positions).enumerate() {
-                    dy_group[channel * width + image * positions..][..positions].copy_from_slice(src);
-                }
+    let mut x_grad = if input_grad { vec![0f32; x.len()] } else { Vec::new() };
+    let group_weight_grad = |index: usize, x_grad: Option<&mut [f32]>| {
+        let first = index * group;
+        let images = group.min(g.batch - first);
+        let width = images * positions;
+        // dy for the group as [c_out, width], matching col's column order.
+        let mut dy_group = vec![0f32; g.out_channels * width];
+        for image in 0..images {
+            let dy_image = &dy[(first + image) * image_out..][..image_out];
+            for (channel, src) in dy_image.chunks(positions).enumerate() {
+                dy_group[channel * width + image * positions..][..positions].copy_from_slice(src);
             }
-            let col = im2col(x, g, first, images);
-            // dW [c_out, taps] = dy [c_out, width] · colᵀ [width, taps]
-            let mut weight_grad = vec![0f32; g.out_channels * taps];
-            matmul(&mut weight_grad, [taps, 1], Matrix::rows(&dy_group, width), Matrix::columns(&col, width), [g.out_channels, taps, width], false);
+        }
+        let col = im2col(x, g, first, images);
+        // dW [c_out, taps] = dy [c_out, width] · colᵀ [width, taps]
+        let mut weight_grad = vec![0f32; g.out_channels * taps];
+        matmul(&mut weight_grad, [taps, 1], Matrix::rows(&dy_group, width), Matrix::columns(&col, width), [g.out_channels, taps, width], false);
+        if let Some(x_grad) = x_grad {
             // dcol [taps, width] = Wᵀ [taps, c_out] · dy [c_out, width]
             let mut col_grad = col;
             matmul(&mut col_grad, [width, 1], Matrix::columns(weight, taps), Matrix::rows(&dy_group, width), [taps, width, g.out_channels], false);
             col2im(&col_grad, g, images, x_grad);
-            weight_grad
-        })
-        .collect();
+        }
+        weight_grad
+    };
+    let partials: Vec<Vec<f32>> = if input_grad {
+        x_grad.par_chunks_mut(group * image_in).enumerate().map(|(index, x_grad)| group_weight_grad(index, Some(x_grad))).collect()
+    } else {
+        (0..g.batch.div_ceil(group)).into_par_iter().map(|index| group_weight_grad(index, None)).collect()
+    };
     let mut weight_grad = vec![0f32; g.out_channels * taps];
     for partial in &partials {
         for (total, value) in weight_grad.iter_mut().zip(partial) {
             *total += value;
         }
     }
-    (x_grad, weight_grad)
+    (input_grad.then_some(x_grad), weight_grad)
 }
 
 /// The input rows that kernel offset `offset` reads for output rows/columns `0..out`:

@@ -50,14 +50,16 @@ pub trait ConvOps: Backend {
         <Self as ModuleOps<Self>>::conv2d(x, weight, None, options)
     }
 
-    /// Gradients of [`ConvOps::conv2d_no_bias`] for `x` and `weight`.
+    /// Gradients of [`ConvOps::conv2d_no_bias`] for `x` (only when `x_grad` is asked for: the
+    /// images entering a network's first layer need none) and `weight`.
     fn conv2d_no_bias_backward(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
         output_grad: FloatTensor<Self>,
         options: ConvOptions<2>,
-    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        let x_grad = <Self as ModuleOps<Self>>::conv2d_x_backward(x.clone(), weight.clone(), output_grad.clone(), options.clone());
+        x_grad: bool,
+    ) -> (Option<FloatTensor<Self>>, FloatTensor<Self>) {
+        let x_grad = x_grad.then(|| <Self as ModuleOps<Self>>::conv2d_x_backward(x.clone(), weight.clone(), output_grad.clone(), options.clone()));
         let weight_grad = <Self as ModuleOps<Self>>::conv2d_weight_backward(x, weight, output_grad, options);
         (x_grad, weight_grad)
     }
@@ -86,16 +88,17 @@ impl ConvOps for Flex {
         weight: FlexTensor,
         output_grad: FlexTensor,
         options: ConvOptions<2>,
-    ) -> (FlexTensor, FlexTensor) {
+        x_grad: bool,
+    ) -> (Option<FlexTensor>, FlexTensor) {
         let Some(g) = geometry(&x, &weight, &options) else {
-            let x_grad = <Flex as ModuleOps<Flex>>::conv2d_x_backward(x.clone(), weight.clone(), output_grad.clone(), options.clone());
+            let x_grad = x_grad.then(|| <Flex as ModuleOps<Flex>>::conv2d_x_backward(x.clone(), weight.clone(), output_grad.clone(), options.clone()));
             return (x_grad, <Flex as ModuleOps<Flex>>::conv2d_weight_backward(x, weight, output_grad, options));
         };
         let (x_shape, weight_shape) = (x.shape(), weight.shape());
         let [x, weight, dy] = [x, weight, output_grad].map(|t| t.to_contiguous());
         let backward = if winograd::pays_backward(&g) { winograd::backward } else { kernel::backward };
-        let (x_grad, weight_grad) = timed(|| g.describe("backward"), || backward(f32s(&x), f32s(&weight), f32s(&dy), g));
-        (flex(x_grad, x_shape), flex(weight_grad, weight_shape))
+        let (x_grad, weight_grad) = timed(|| g.describe("backward"), || backward(f32s(&x), f32s(&weight), f32s(&dy), g, x_grad));
+        (x_grad.map(|x_grad| flex(x_grad, x_shape)), flex(weight_grad, weight_shape))
     }
 }
 
@@ -137,11 +140,12 @@ impl<B: Backend + ConvOps, C: CheckpointStrategy> ConvOps for Autodiff<B, C> {
                 let [x_node, weight_node] = ops.parents;
                 let output_grad = grads.consume::<B>(&ops.node);
                 let (x, weight, options) = ops.state;
-                let (x_grad, weight_grad) = <B as ConvOps>::conv2d_no_bias_backward(x, weight, output_grad, options);
-                for (node, grad) in [(x_node, x_grad), (weight_node, weight_grad)] {
-                    if let Some(node) = node {
-                        grads.register::<B>(node.id, grad);
-                    }
+                let (x_grad, weight_grad) = <B as ConvOps>::conv2d_no_bias_backward(x, weight, output_grad, options, x_node.is_some());
+                if let (Some(node), Some(grad)) = (x_node, x_grad) {
+                    grads.register::<B>(node.id, grad);
+                }
+                if let Some(node) = weight_node {
+                    grads.register::<B>(node.id, weight_grad);
                 }
             }
         }
@@ -160,7 +164,8 @@ impl<B: Backend + ConvOps, C: CheckpointStrategy> ConvOps for Autodiff<B, C> {
         _weight: FloatTensor<Self>,
         _output_grad: FloatTensor<Self>,
         _options: ConvOptions<2>,
-    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        _x_grad: bool,
+    ) -> (Option<FloatTensor<Self>>, FloatTensor<Self>) {
         unreachable!("the convolution backward is not differentiated twice")
     }
 }
@@ -197,18 +202,23 @@ mod tests {
                 .with_bias(false)
                 .init(&device);
             let x = Tensor::<4>::random([3, c_in, h, w], Distribution::Normal(0.0, 1.0), &device);
-            let run = |forward: &dyn Fn(Tensor<4>) -> Tensor<4>| {
-                let x = x.clone().detach().require_grad();
+            // `tracked`: whether x asks for its gradient (not so for a network's input images).
+            let run = |forward: &dyn Fn(Tensor<4>) -> Tensor<4>, tracked: bool| {
+                let x = if tracked { x.clone().detach().require_grad() } else { x.clone().detach() };
                 let y = forward(x.clone());
                 let grads = (y.clone() * y.clone().detach().sin()).sum().backward();
                 (values(y), x.grad(&grads).map(values), conv.weight.grad(&grads).map(values))
             };
             let case = format!("c_in {c_in} c_out {c_out} kernel {kernel:?} stride {stride:?} dilation {dilation:?}");
-            let want = run(&|x| conv.forward(x));
-            let got = run(&|x| conv2d(&conv, x));
+            let want = run(&|x| conv.forward(x), true);
+            let got = run(&|x| conv2d(&conv, x), true);
             assert_close(&format!("{case}: output"), got.0, want.0, 1e-5);
             assert_close(&format!("{case}: x grad"), got.1.expect("x grad"), want.1.expect("x grad"), 1e-5);
-            assert_close(&format!("{case}: weight grad"), got.2.expect("weight grad"), want.2.expect("weight grad"), 1e-5);
+            let want_weight_grad = want.2.expect("weight grad");
+            assert_close(&format!("{case}: weight grad"), got.2.expect("weight grad"), want_weight_grad.clone(), 1e-5);
+            let untracked = run(&|x| conv2d(&conv, x), false);
+            assert!(untracked.1.is_none(), "{case}: an input gradient for an untracked input");
+            assert_close(&format!("{case}: weight grad, untracked input"), untracked.2.expect("weight grad"), want_weight_grad, 1e-5);
         }
     }
 }

@@ -208,18 +208,20 @@ pub fn forward(x: &[f32], weight: &[f32], g: Geometry) -> Vec<f32> {
     out
 }
 
-/// Gradients of [`forward`] for the input and the weight, given the output gradient `dy`.
-pub fn backward(x: &[f32], weight: &[f32], dy: &[f32], g: Geometry) -> (Vec<f32>, Vec<f32>) {
+/// Gradients of [`forward`] for the weight and, when `input_grad`, for the input, given the
+/// output gradient `dy`.
+pub fn backward(x: &[f32], weight: &[f32], dy: &[f32], g: Geometry, input_grad: bool) -> (Option<Vec<f32>>, Vec<f32>) {
     debug_assert!(applies(&g));
     let u = transform_weight(weight, &g);
     let (in_plane, out_plane) = (g.in_size[0] * g.in_size[1], g.out_size[0] * g.out_size[1]);
     let (image_in, image_out) = (g.in_channels * in_plane, g.out_channels * out_plane);
-    let mut x_grad = vec![0f32; x.len()];
+    let mut x_grad = if input_grad { vec![0f32; x.len()] } else { Vec::new() };
     // dU `[α², c_out, c_in]`, summed over the groups in order
     let mut du = vec![0f32; A * A * g.out_channels * g.in_channels];
     let (mut v, mut dm) = (Vec::new(), Vec::new());
-    let groups = x_grad.chunks_mut(group(&g) * image_in).zip(x.chunks(group(&g) * image_in)).zip(dy.chunks(group(&g) * image_out));
-    for ((x_grad, x), dy) in groups {
+    let group_len = group(&g) * image_in;
+    let mut x_grads = x_grad.chunks_mut(group_len);
+    for (x, dy) in x.chunks(group_len).zip(dy.chunks(group(&g) * image_out)) {
         let images = x.len() / image_in;
         let width = output_windows(&g, images).width();
         let channel_block = A * A * width;
@@ -234,6 +236,7 @@ pub fn backward(x: &[f32], weight: &[f32], dy: &[f32], g: Geometry) -> (Vec<f32>
             let (lhs, rhs) = (Matrix::rows(&dm[e * width..], channel_block), Matrix::columns(&v[e * width..], channel_block));
             matmul(du, [g.in_channels, 1], lhs, rhs, [g.out_channels, g.in_channels, width], true);
         });
+        let Some(x_grad) = x_grads.next() else { continue };
         // dV `[c_in, α², width]`, over V: dV_e [width, c_in] = dM_e [width, c_out] · U_e [c_out, c_in]
         v.par_chunks_mut(CHANNEL_BLOCK * channel_block).enumerate().for_each(|(block, dv)| {
             let (first, inputs) = (block * CHANNEL_BLOCK, dv.len() / channel_block);
@@ -247,7 +250,7 @@ pub fn backward(x: &[f32], weight: &[f32], dy: &[f32], g: Geometry) -> (Vec<f32>
             vectorized(Scatter { l: InputGradient, transformed: dv, planes: &mut planes, at: input_windows(&g, images), scratch })
         });
     }
-    (x_grad, weight_grad_from(&du, &g))
+    (input_grad.then_some(x_grad), weight_grad_from(&du, &g))
 }
 
 /// V `[c_in, α², width]` of a group of `images` images `x`, into `v` (resized).
@@ -621,10 +624,16 @@ mod tests {
             let dy = values(batch * c_out * out_size[0] * out_size[1], 3 * index as u64 + 2);
             let case = format!("case {index} ({g:?})");
             assert_close(&format!("{case}: output"), forward(&x, &weight, g), super::super::kernel::forward(&x, &weight, g), 1e-5);
-            let (x_grad, weight_grad) = backward(&x, &weight, &dy, g);
-            let (want_x, want_weight) = super::super::kernel::backward(&x, &weight, &dy, g);
-            assert_close(&format!("{case}: x grad"), x_grad, want_x, 1e-5);
-            assert_close(&format!("{case}: weight grad"), weight_grad, want_weight, 1e-5);
+            let (x_grad, weight_grad) = backward(&x, &weight, &dy, g, true);
+            let (want_x, want_weight) = super::super::kernel::backward(&x, &weight, &dy, g, true);
+            assert_close(&format!("{case}: x grad"), x_grad.expect("x grad"), want_x.expect("x grad"), 1e-5);
+            assert_close(&format!("{case}: weight grad"), weight_grad.clone(), want_weight.clone(), 1e-5);
+            // Without the input gradient, the weight gradient is the same, bit for bit.
+            for (kernel, (x_grad, without)) in [("winograd", backward(&x, &weight, &dy, g, false)), ("im2col", super::super::kernel::backward(&x, &weight, &dy, g, false))] {
+                assert!(x_grad.is_none(), "{case}: {kernel} computed an input gradient nobody asked for");
+                let with = if kernel == "winograd" { &weight_grad } else { &want_weight };
+                assert_eq!(&without, with, "{case}: {kernel}'s weight gradient changed without the input gradient");
+            }
         }
     }
 
