@@ -3,6 +3,7 @@
 //! 2×2 pools), burn's `max_pool2d` otherwise. burn 0.22's Flex max pool divides to locate every
 //! window element and records an index tensor for the backward; here the backward finds each
 //! window's maximum again (a few comparisons per output), so nothing but the input is kept.
+//! 2×2 windows 2 apart run as vector loops over rows ([`Forward2x2`], [`Backward2x2`]).
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
@@ -19,6 +20,7 @@ use rayon::prelude::*;
 
 use super::flex_buffer::{f32s, flex};
 use super::op_profile::timed;
+use crate::cpu::{vectorized, Vectorized};
 
 /// `pool.forward(x)`, through this module's kernel where it applies.
 pub fn max_pool2d(pool: &MaxPool2d, x: Tensor<4>) -> Tensor<4> {
@@ -147,6 +149,11 @@ impl Windows {
         self.batch * self.channels
     }
 
+    /// 2×2 windows 2 apart, which [`Forward2x2`] and [`Backward2x2`] compute.
+    fn is_2x2(&self) -> bool {
+        self.kernel == [2, 2] && self.stride == [2, 2]
+    }
+
     fn in_plane(&self) -> usize {
         self.in_size[0] * self.in_size[1]
     }
@@ -190,7 +197,11 @@ impl Windows {
 fn forward(x: &[f32], w: Windows) -> Vec<f32> {
     let mut out = vec![0f32; w.planes() * w.out_plane()];
     out.par_chunks_mut(w.out_plane()).zip(x.par_chunks(w.in_plane())).for_each(|(out, plane)| {
-        w.for_each_window(plane, |position, argmax| out[position] = plane[argmax]);
+        if w.is_2x2() {
+            vectorized(Forward2x2 { plane, w, out });
+        } else {
+            w.for_each_window(plane, |position, argmax| out[position] = plane[argmax]);
+        }
     });
     out
 }
@@ -199,9 +210,86 @@ fn forward(x: &[f32], w: Windows) -> Vec<f32> {
 fn backward(x: &[f32], dy: &[f32], w: Windows) -> Vec<f32> {
     let mut x_grad = vec![0f32; x.len()];
     x_grad.par_chunks_mut(w.in_plane()).zip(x.par_chunks(w.in_plane())).zip(dy.par_chunks(w.out_plane())).for_each(|((x_grad, plane), dy)| {
-        w.for_each_window(plane, |position, argmax| x_grad[argmax] += dy[position]);
+        if w.is_2x2() {
+            vectorized(Backward2x2 { plane, w, dy, x_grad });
+        } else {
+            w.for_each_window(plane, |position, argmax| x_grad[argmax] += dy[position]);
+        }
     });
     x_grad
+}
+
+/// Which of a 2×2 window's values `[top left, top right, bottom left, bottom right]` is its
+/// maximum, by [`Windows::argmax`]'s rule (the first among equals, the first NaN if any),
+/// in selects the compiler vectorises.
+#[inline(always)]
+fn argmax_2x2(v: [f32; 4]) -> usize {
+    let (mut best, mut best_value) = (0, v[0]);
+    for (k, &value) in v.iter().enumerate().skip(1) {
+        let better = value > best_value;
+        best = if better { k } else { best };
+        best_value = if better { value } else { best_value };
+    }
+    for (k, value) in v.iter().enumerate().rev() {
+        best = if value.is_nan() { k } else { best };
+    }
+    best
+}
+
+/// The windows of one output row: the top and bottom input rows' pairs `[v0, v1]`, `[v2, v3]`.
+#[inline(always)]
+fn rows_2x2<'a>(plane: &'a [f32], w: &Windows, oy: usize) -> impl Iterator<Item = [f32; 4]> + 'a {
+    let (width, out_w) = (w.in_size[1], w.out_size[1]);
+    let top = &plane[2 * oy * width..][..2 * out_w];
+    let bottom = &plane[(2 * oy + 1) * width..][..2 * out_w];
+    top.chunks_exact(2).zip(bottom.chunks_exact(2)).map(|(t, b)| [t[0], t[1], b[0], b[1]])
+}
+
+/// [`forward`] of one plane for 2×2 windows 2 apart (the small network's pools), row by row.
+struct Forward2x2<'a> {
+    plane: &'a [f32],
+    w: Windows,
+    out: &'a mut [f32],
+}
+
+impl Vectorized for Forward2x2<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn run(self) {
+        for (oy, out) in self.out.chunks_exact_mut(self.w.out_size[1]).enumerate() {
+            for (out, v) in out.iter_mut().zip(rows_2x2(self.plane, &self.w, oy)) {
+                *out = v[argmax_2x2(v)];
+            }
+        }
+    }
+}
+
+/// [`backward`] of one plane for 2×2 windows 2 apart: the windows do not overlap, so each
+/// output's gradient is written at its maximum and zeros around it.
+struct Backward2x2<'a> {
+    plane: &'a [f32],
+    w: Windows,
+    dy: &'a [f32],
+    x_grad: &'a mut [f32],
+}
+
+impl Vectorized for Backward2x2<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn run(self) {
+        let (width, out_w) = (self.w.in_size[1], self.w.out_size[1]);
+        for (oy, dy) in self.dy.chunks_exact(out_w).enumerate() {
+            let (top, bottom) = self.x_grad[2 * oy * width..][..2 * width].split_at_mut(width);
+            let grads = top[..2 * out_w].chunks_exact_mut(2).zip(bottom[..2 * out_w].chunks_exact_mut(2));
+            for (((top, bottom), &dy), v) in grads.zip(dy).zip(rows_2x2(self.plane, &self.w, oy)) {
+                let best = argmax_2x2(v);
+                let at = |k: usize| if best == k { dy } else { 0.0 };
+                (top[0], top[1], bottom[0], bottom[1]) = (at(0), at(1), at(2), at(3));
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -239,6 +327,29 @@ mod tests {
         let (got, want) = (values(max_pool2d(&pool, x.clone())), values(pool.forward(x)));
         assert!(got[0].is_nan() && want[0].is_nan(), "window 0: ours {}, burn's {}", got[0], want[0]);
         assert_eq!(got[1..], want[1..]);
+    }
+
+    /// The 2×2 path picks the same maximum as the generic windows, also among equal values
+    /// (the first wins) and NaNs (the first NaN wins), on even and odd plane sizes.
+    #[test]
+    fn two_by_two_path_matches_the_generic_windows() {
+        for [h, w] in [[6, 8], [7, 5], [2, 2], [3, 9]] {
+            let windows = Windows { batch: 2, channels: 3, in_size: [h, w], kernel: [2, 2], stride: [2, 2], out_size: [h / 2, w / 2] };
+            // Three distinct values in a scrambled order, so that every window holds a tie; every
+            // seventh value NaN.
+            let x: Vec<f32> = (0..2 * 3 * h * w).map(|i| if i % 7 == 3 { f32::NAN } else { ((i * 7919 + 13) % 3) as f32 - 1.0 }).collect();
+            let dy: Vec<f32> = (0..2 * 3 * windows.out_plane()).map(|i| i as f32 + 1.0).collect();
+            let (mut out, mut x_grad) = (vec![0f32; dy.len()], vec![0f32; x.len()]);
+            for (plane, ((out, x_grad), dy)) in x.chunks(h * w).zip(out.chunks_mut(windows.out_plane()).zip(x_grad.chunks_mut(h * w)).zip(dy.chunks(windows.out_plane()))) {
+                windows.for_each_window(plane, |position, argmax| {
+                    out[position] = plane[argmax];
+                    x_grad[argmax] += dy[position];
+                });
+            }
+            let bits = |v: Vec<f32>| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(forward(&x, windows)), bits(out), "{h}x{w}: output");
+            assert_eq!(backward(&x, &dy, windows), x_grad, "{h}x{w}: x grad");
+        }
     }
 
     /// Output and input gradient agree with burn's max pool for the small network's 2×2 pools
