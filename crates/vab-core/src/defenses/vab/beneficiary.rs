@@ -50,6 +50,9 @@ pub struct Suppression {
     pub alpha: Option<f64>,
     /// Suppress credible labels / suspicious pseudo-labels (eq. 10) at this temperature.
     pub credible: Option<f64>,
+    /// Suppress only the credible labels among these (the labels the label check found the
+    /// poison in; beyond the paper); `None`: every label.
+    pub credible_labels: Option<Vec<u16>>,
     pub suspicious: Option<f64>,
 }
 
@@ -190,7 +193,8 @@ impl Beneficiary {
         let k = ctx.train.num_classes;
         let device = &ctx.device;
         let tensor = |images: Vec<f32>, shape: [usize; 4]| Tensor::<4>::from_data(TensorData::new(images, shape), device);
-        let targets = credible_targets(&batch.labels, &batch.indices, k, split.credible_suppression_logits(), suppression.and_then(|s| s.credible));
+        let suppressed_labels = suppression.and_then(|s| s.credible_labels.as_deref());
+        let targets = credible_targets(&batch.labels, &batch.indices, k, split.credible_suppression_logits(), suppression.and_then(|s| s.credible), suppressed_labels);
         sums.credible_mass += targets.iter().map(|&t| t as f64).sum::<f64>();
         sums.credible_rows += batch.labels.len();
         let maps = matches!(vab.mix, MixKind::AttentionMix | MixKind::AttentiveCutmix).then(|| {

@@ -67,9 +67,11 @@ pub struct VabConfig {
     #[serde(default)]
     pub ablation: Ablation,
     /// Beyond the paper, off unless given: after warm-up a checker network finds the labels
-    /// the poison sits in ([`super::label_check`]), and from then on only suspicious samples
-    /// of those labels whose label the checker did not confirm stay suspicious. For data on
-    /// which the Victim is sure of whole clean classes (issue #35: Fashion-MNIST).
+    /// the poison sits in ([`super::label_check`]). From then on the Beneficiary's split keeps
+    /// suspicious only samples of those labels whose label the checker did not confirm, and
+    /// stage 3 suppresses the credible labels of those labels only; the Victim goes on
+    /// training on the entropy's own suspicious set. For data on which the Victim is sure of
+    /// whole clean classes (issue #35: Fashion-MNIST).
     #[serde(default)]
     pub label_check: Option<LabelCheckParams>,
 }

@@ -86,7 +86,7 @@ pub fn scan(config: &TrainConfig, backend: Backend, train: &TrainingSet, dir: &P
     let mut split = warm_up(&mut victim, &ctx, &warmup, observer)?;
     for _ in 0..options.refreshes {
         victim.train_epoch(&ctx, &split.suspicious)?;
-        split = victim.resplit(&ctx, vab, split.t_f, Stage::Scan, 0, None, observer)?;
+        split = victim.resplit(&ctx, vab, split.t_f, Stage::Scan, 0, observer)?;
     }
     let shape = ctx.train.images.shape();
     let card = ModelCard { arch: ctx.arch, in_channels: shape.channels, num_classes: ctx.train.num_classes, normalization: ctx.norm.clone(), image_size: Some([shape.height, shape.width]) };

@@ -15,11 +15,15 @@ use super::suppression::{pseudo_label, suppress};
 use crate::engine::loss::one_hot;
 
 /// One-hot targets of `labels`; suppressed by the Victim's logits of the samples (`indices`
-/// into `victim_logits`, rows of `num_classes`) when `temperature` is given.
-pub fn credible_targets(labels: &[u16], indices: &[usize], num_classes: usize, victim_logits: &[f32], temperature: Option<f64>) -> Vec<f32> {
+/// into `victim_logits`, rows of `num_classes`) when `temperature` is given, and then only
+/// the samples whose label is one of `only_labels` when that is given.
+pub fn credible_targets(labels: &[u16], indices: &[usize], num_classes: usize, victim_logits: &[f32], temperature: Option<f64>, only_labels: Option<&[u16]>) -> Vec<f32> {
     let mut targets = one_hot(labels, num_classes);
     if let Some(t) = temperature {
-        for (row, &i) in targets.chunks_exact_mut(num_classes).zip(indices) {
+        for ((row, &i), label) in targets.chunks_exact_mut(num_classes).zip(indices).zip(labels) {
+            if only_labels.is_some_and(|only| !only.contains(label)) {
+                continue;
+            }
             let suppressed = suppress(row, &victim_logits[i * num_classes..(i + 1) * num_classes], t);
             row.copy_from_slice(&suppressed);
         }
@@ -41,7 +45,7 @@ pub fn pseudo_labels(logits: &[f32], n: usize, views: usize, num_classes: usize)
 /// Targets of an unlabelled batch with pseudo-labels `labels`, suppressed as in
 /// [`credible_targets`]; the result has one row per view, view after view.
 pub fn unlabelled_targets(labels: &[u16], indices: &[usize], views: usize, num_classes: usize, victim_logits: &[f32], temperature: Option<f64>) -> Vec<f32> {
-    credible_targets(labels, indices, num_classes, victim_logits, temperature).repeat(views)
+    credible_targets(labels, indices, num_classes, victim_logits, temperature, None).repeat(views)
 }
 
 /// Unlabelled samples per iteration: ⌊|D_s| / labelled batches⌋, at least 1 unless D_s is empty.
@@ -61,11 +65,14 @@ mod tests {
     #[test]
     fn credible_targets_are_one_hot_or_suppressed() {
         let victim = [0.0f32, 3.0, 0.0, 0.0, 1.0, 2.0];
-        assert_eq!(credible_targets(&[1, 0], &[0, 1], 3, &victim, None), vec![0.0, 1.0, 0.0, 1.0, 0.0, 0.0]);
-        let t = credible_targets(&[1, 0], &[0, 1], 3, &victim, Some(3.0));
+        assert_eq!(credible_targets(&[1, 0], &[0, 1], 3, &victim, None, None), vec![0.0, 1.0, 0.0, 1.0, 0.0, 0.0]);
+        let t = credible_targets(&[1, 0], &[0, 1], 3, &victim, Some(3.0), None);
         // Sample 0, label 1: 1 - softmax((0, 1, 0))_1 = 1 - e/(e + 2).
         let e = 1f64.exp();
         assert!((t[1] as f64 - (1.0 - e / (e + 2.0))).abs() < 1e-6 && t[0] == 0.0 && t[2] == 0.0, "{t:?}");
+        // Suppressing label 1 only: sample 0 as above, sample 1 (label 0) one-hot.
+        let only = credible_targets(&[1, 0], &[0, 1], 3, &victim, Some(3.0), Some(&[1]));
+        assert_eq!((only[..3].to_vec(), &only[3..]), (t[..3].to_vec(), &[1.0, 0.0, 0.0][..]));
     }
 
     #[test]

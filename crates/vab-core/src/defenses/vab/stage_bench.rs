@@ -98,7 +98,7 @@ pub fn bench_stage(config: &TrainConfig, backend: Backend, stage: StageKind, ima
     let credible: Vec<usize> = (0..batch).collect();
     let suspicious: Vec<usize> = (batch..batch + unlabelled).collect();
     let split = synthetic_split(&mut victim, &ctx, vab.entropy_momentum, &credible, &suspicious);
-    let suppression = Suppression { alpha: Some(vab.alpha[0]), credible: Some(vab.temperature), suspicious: Some(vab.temperature) };
+    let suppression = Suppression { alpha: Some(vab.alpha[0]), credible: Some(vab.temperature), credible_labels: None, suspicious: Some(vab.temperature) };
     let mut times = Vec::new();
     for i in 0..warmup + steps {
         crate::bench::sync(&inference).map_err(CoreError::Invalid)?;

@@ -99,10 +99,14 @@ struct RunState {
     wall_s: f64,
     /// Lines of `metrics.jsonl` written so far.
     metrics_lines: usize,
-    /// What the label check found (`[vab] label_check`); every split keeps only the
-    /// suspicious samples it suspects.
+    /// What the label check found (`[vab] label_check`); every split the Beneficiary uses
+    /// keeps only the suspicious samples it suspects.
     #[serde(default)]
     label_filter: Option<LabelFilter>,
+    /// The entropy's own suspicious set, which the Victim trains on, where the label check
+    /// narrowed `split` (the Beneficiary's).
+    #[serde(default)]
+    victim_suspicious: Option<Vec<usize>>,
 }
 
 /// Runs V&B with `config` (its `[vab]` section must be present) into `run`. With `resume`,
@@ -137,6 +141,7 @@ pub fn train_vab(config: &TrainConfig, backend: Backend, train: &TrainingSet, ev
         let _ = std::fs::remove_file(&metrics_path);
         observer.start_after(0)?;
         let split = warm_up(&mut victim, &ctx, vab, observer)?;
+        let victim_suspicious = vab.label_check.is_some().then(|| split.suspicious.clone());
         let (split, label_filter) = match &vab.label_check {
             Some(params) => check_labels_after_warm_up(&ctx, config, params, split)?,
             None => (split, None),
@@ -153,6 +158,7 @@ pub fn train_vab(config: &TrainConfig, backend: Backend, train: &TrainingSet, ev
             rates: Vec::new(),
             wall_s,
             metrics_lines: line_count(&metrics_path)?,
+            victim_suspicious: label_filter.as_ref().and(victim_suspicious),
             label_filter,
         };
         save(&victim, &beneficiary, &state)?;
@@ -169,13 +175,23 @@ pub fn train_vab(config: &TrainConfig, backend: Backend, train: &TrainingSet, ev
         let suppression = (stage == Stage::Suppression).then(|| Suppression {
             alpha: vab.ablation.semi_supervised.then(|| vab.alpha_at(epoch - vab.stage2_epochs - 1, stage3_epochs)),
             credible: temperature.filter(|_| vab.ablation.suppress_credible),
+            credible_labels: state.label_filter.as_ref().map(|filter| filter.labels.clone()),
             suspicious: temperature.filter(|_| vab.ablation.suppress_suspicious),
         });
         let stats = beneficiary.train_epoch(&ctx, config, vab, epoch, &state.split, suppression.as_ref())?;
         state.rates.push(stats.img_s);
         if stage == Stage::Suppression || epoch % vab.refresh_every == 0 {
-            victim.train_epoch(&ctx, &state.split.suspicious)?;
-            state.split = victim.resplit(&ctx, vab, state.split.t_f, stage, epoch, state.label_filter.as_ref(), observer)?;
+            victim.train_epoch(&ctx, state.victim_suspicious.as_ref().unwrap_or(&state.split.suspicious))?;
+            let split = victim.split_at(&ctx, vab, state.split.t_f);
+            state.split = match &state.label_filter {
+                Some(filter) => {
+                    state.victim_suspicious = Some(split.suspicious.clone());
+                    let labels = ctx.train.images.labels();
+                    split.narrow_to(|i| filter.suspects(i, labels))
+                }
+                None => split,
+            };
+            victim.tell(&ctx, observer, &state.split, stage, epoch)?;
         }
         let stage_ends = epoch == vab.stage2_epochs || epoch == epochs;
         let due = epoch % config.data.eval_every == 0 || stage_ends;

@@ -22,7 +22,6 @@ use vab_data::ImageSet;
 use super::config::{EntropyNorm, VabConfig, VictimParams};
 use super::entropy;
 use super::gmm::Mixture;
-use super::label_check::LabelFilter;
 use super::threshold::Warmup;
 use super::{Context, Event, RefreshEvent, RefreshObserver, Stage};
 use crate::config::OptimizerConfig;
@@ -172,20 +171,20 @@ impl Victim {
         Refresh { normalised, logits, credible_logits }
     }
 
-    /// Refreshes and splits at `t_f`, telling `observer`. With `filter` (the label check's
-    /// finding, `[vab] label_check`), only the suspicious samples it suspects stay suspicious.
-    #[allow(clippy::too_many_arguments)]
-    pub fn resplit(&mut self, ctx: &Context, config: &VabConfig, t_f: f64, stage: Stage, beneficiary_epoch: usize, filter: Option<&LabelFilter>, observer: &mut dyn RefreshObserver) -> Result<Split> {
-        let mut split = Split::at(t_f, self.refresh(ctx, config.entropy_momentum));
-        if let Some(filter) = filter {
-            let labels = ctx.train.images.labels();
-            split = split.narrow_to(|i| filter.suspects(i, labels));
-        }
+    /// Refreshes and splits at `t_f`, telling `observer`.
+    pub fn resplit(&mut self, ctx: &Context, config: &VabConfig, t_f: f64, stage: Stage, beneficiary_epoch: usize, observer: &mut dyn RefreshObserver) -> Result<Split> {
+        let split = self.split_at(ctx, config, t_f);
         self.tell(ctx, observer, &split, stage, beneficiary_epoch)?;
         Ok(split)
     }
 
-    fn tell(&self, ctx: &Context, observer: &mut dyn RefreshObserver, split: &Split, stage: Stage, beneficiary_epoch: usize) -> Result<()> {
+    /// Refreshes and splits at `t_f`, telling no one (the caller tells the split it uses).
+    pub fn split_at(&mut self, ctx: &Context, config: &VabConfig, t_f: f64) -> Split {
+        Split::at(t_f, self.refresh(ctx, config.entropy_momentum))
+    }
+
+    /// Records the refresh that made `split` and tells `observer`.
+    pub fn tell(&self, ctx: &Context, observer: &mut dyn RefreshObserver, split: &Split, stage: Stage, beneficiary_epoch: usize) -> Result<()> {
         let (t_f, suspicious, credible) = (split.t_f, split.suspicious.len(), split.credible.len());
         ctx.record(&Event::Refresh { refresh: self.state.refreshes, stage, beneficiary_epoch, t_f, suspicious, credible })?;
         let event = RefreshEvent { refresh: self.state.refreshes, stage, victim_epochs: self.state.epochs, beneficiary_epoch, split };
@@ -228,11 +227,11 @@ pub fn warm_up(victim: &mut Victim, ctx: &Context, config: &VabConfig, observer:
         schedule => {
             for w in 1..=schedule.warmup_epochs() {
                 let t_f = schedule.t_f(w).expect("a scheduled warm-up has thresholds");
-                let split = victim.resplit(ctx, config, t_f, Stage::WarmUp, 0, None, observer)?;
+                let split = victim.resplit(ctx, config, t_f, Stage::WarmUp, 0, observer)?;
                 victim.train_epoch(ctx, &split.suspicious)?;
             }
             let t_f = schedule.t_f(schedule.warmup_epochs() + 1).expect("a scheduled warm-up has thresholds");
-            victim.resplit(ctx, config, t_f, Stage::WarmUp, 0, None, observer)
+            victim.resplit(ctx, config, t_f, Stage::WarmUp, 0, observer)
         }
     }
 }
