@@ -34,7 +34,7 @@ pub fn split_warnings(suspicious: &[usize], labels: &[u16], class_names: &[Strin
     if share > MAX_SUSPICIOUS_SHARE {
         warnings.push(format!(
             "the final suspicious set holds {:.1}% of the training samples, more than {:.0}%: most of the data was taken as poisoned (a V&B run then trains the Beneficiary on the rest, which costs accuracy). \
-             This happens on data easier than CIFAR-10; try `vab.warmup = {{ kind = \"auto\", max_epochs = 8 }}` and check the entropy histograms (entropy/refresh-*.png)",
+             This happens on data easier than CIFAR-10; against a backdoor that relabels its samples, try `[vab] label_check = {{ epochs = 15 }}` (beyond the paper; on Fashion-MNIST it kept no defense's accuracy), and check the entropy histograms (entropy/refresh-*.png)",
             100.0 * share,
             100.0 * MAX_SUSPICIOUS_SHARE
         ));
